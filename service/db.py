@@ -1,0 +1,92 @@
+"""Engine factory: SQLite in WAL with the pragmas it needs, or PostgreSQL, with the key ring attached.
+
+SQLite notes, because they decide whether concurrent writers work at all:
+- pysqlite (under aiosqlite too) starts transactions lazily and only before DML, so we switch its own
+  BEGIN off and emit ours from the `begin` event: DEFERRED for reads, IMMEDIATE for writes.
+- A WAL transaction that reads and then tries to write gets SQLITE_BUSY at once when another
+  connection committed in between, and busy_timeout does not help with that. BEGIN IMMEDIATE takes
+  the write lock up front, so a second writer (another process) waits in busy_timeout instead.
+- synchronous=FULL: the WAL is fsynced at every commit. Shopify refresh tokens are single-use, so a
+  rotated pair lost to a power cut would disconnect the shop for good; NORMAL would allow that.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from service.crypto import KeyRing, attach_keyring
+
+BUSY_TIMEOUT_MS = 10_000
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA synchronous=FULL",
+)
+# Execution option that marks a connection's transactions as writes (BEGIN IMMEDIATE on SQLite).
+WRITE_OPTION = "salesbot_write"
+
+
+def is_sqlite(url: str | URL) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def sqlite_file(url: str | URL) -> Path | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def prepare_sqlite_file(path: Path) -> None:
+    """Create the data directory 0700 and the database file 0600 before SQLite does it with umask bits."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+
+
+def create_engine(url: str, *, keyring: KeyRing | None = None, pool_size: int | None = None) -> AsyncEngine:
+    kwargs: dict[str, Any] = {}
+    path = sqlite_file(url)
+    if path is not None:
+        prepare_sqlite_file(path)
+        kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000}
+    elif pool_size is not None:
+        kwargs["pool_size"] = pool_size
+    engine = create_async_engine(url, **kwargs)
+    if is_sqlite(url):
+        _install_sqlite_hooks(engine)
+    if keyring is not None:
+        attach_keyring(engine, keyring)
+    return engine
+
+
+def _install_sqlite_hooks(engine: AsyncEngine) -> None:
+    # Registered on the sync engine: under aiosqlite the DBAPI connection is SQLAlchemy's adapter,
+    # whose cursor runs statements through the driver's thread for us.
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        write = connection.get_execution_options().get(WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+async def write_connection(engine: AsyncEngine) -> AsyncConnection:
+    """A connection whose transactions take the write lock when they begin (SQLite) -- use with begin()."""
+    connection = await engine.connect()
+    return await connection.execution_options(**{WRITE_OPTION: True})

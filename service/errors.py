@@ -1,0 +1,142 @@
+"""Every failure the service reports on purpose, in one small tree.
+
+Each class carries an HTTP status and a short, stable `code` that tests, pages and scripts can rely
+on. Messages are written for the person who has to act on them and never contain a token, a code,
+a secret or a ciphertext: callers pass names (of settings, of rows), never values.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    status_code: int = 500
+    code: str = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status_code is not None:
+            self.status_code = status_code
+
+    def as_dict(self) -> dict[str, str]:
+        return {"error": self.code, "message": self.message}
+
+
+# --- configuration -------------------------------------------------------------------------------
+
+
+class SettingsError(ServiceError):
+    """A setting is missing or unusable; raised at start-up, before anything is touched."""
+
+    status_code = 500
+    code = "settings_invalid"
+
+
+class NotConfigured(ServiceError):
+    """A route needs a setting (e.g. SHOPIFY_API_KEY) that this deployment did not give."""
+
+    status_code = 503
+    code = "not_configured"
+
+
+# --- the vault -----------------------------------------------------------------------------------
+
+
+class InvalidInput(ServiceError):
+    status_code = 400
+    code = "invalid_input"
+
+
+class UndecryptableValue(ServiceError):
+    """No key in the ring opens a stored value. The message names the row's key, never its value."""
+
+    status_code = 500
+    code = "undecryptable_value"
+
+
+class SchemaOutOfDate(ServiceError):
+    status_code = 503
+    code = "schema_out_of_date"
+
+
+# --- OAuth and webhooks --------------------------------------------------------------------------
+
+
+class InvalidShop(ServiceError):
+    status_code = 400
+    code = "invalid_shop"
+
+
+class InvalidSignature(ServiceError):
+    """A callback's HMAC does not match: forged, truncated or signed with another secret."""
+
+    status_code = 400
+    code = "invalid_hmac"
+
+
+class StaleRequest(ServiceError):
+    status_code = 400
+    code = "stale_timestamp"
+
+
+class InvalidState(ServiceError):
+    """The OAuth state is unknown, expired, already used, or belongs to another browser."""
+
+    status_code = 400
+    code = "invalid_state"
+
+
+class ScopeMismatch(ServiceError):
+    status_code = 400
+    code = "scope_mismatch"
+
+
+class AccessDenied(ServiceError):
+    """The merchant pressed Cancel on the provider's consent page: a normal outcome."""
+
+    status_code = 400
+    code = "access_denied"
+
+
+class InvalidCallback(ServiceError):
+    """A callback lacks a parameter it must have, or has it twice."""
+
+    status_code = 400
+    code = "invalid_callback"
+
+
+class WebhookUnauthorized(ServiceError):
+    status_code = 401
+    code = "invalid_webhook_signature"
+
+
+class InvalidSignedRequest(ServiceError):
+    status_code = 400
+    code = "invalid_signed_request"
+
+
+class ProviderError(ServiceError):
+    """The provider answered, but not with what we asked for (4xx/5xx, malformed JSON, Graph errors)."""
+
+    status_code = 502
+    code = "provider_error"
+
+
+class ProviderUnavailable(ServiceError):
+    """The provider did not answer in time, or the connection failed."""
+
+    status_code = 504
+    code = "provider_unavailable"
+
+
+class TokenRevoked(ProviderError):
+    """The provider says the token no longer works (Graph error 190, Shopify 401)."""
+
+    code = "token_revoked"
+
+
+class NotFound(ServiceError):
+    status_code = 404
+    code = "not_found"

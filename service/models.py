@@ -1,0 +1,81 @@
+"""The tables. The `tokens` table keeps the seed's shape and vocabulary (`key`, ciphertext `value`,
+`type`); what the seed lacked sits beside it as plain columns. The schema itself is created only by
+the Alembic revisions in migrations/; these classes must match them (`alembic check` proves it).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import DateTime, ForeignKey, MetaData, String, Text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from service.crypto import EncryptedText
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in Python, naive UTC on disk: SQLite has no time zones, and this way both
+    databases store and compare the same thing."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # rows written by hand or by other tools
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Token(Base):
+    __tablename__ = "tokens"
+
+    # The seed's three columns, names and meaning unchanged.
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    value: Mapped[str] = mapped_column(EncryptedText())
+    type: Mapped[str] = mapped_column(Text)
+
+    account_uuid: Mapped[str | None] = mapped_column(ForeignKey("accounts.uuid"), index=True)
+    provider: Mapped[str | None] = mapped_column(String(16))  # "shopify" | "facebook"
+    subject: Mapped[str | None] = mapped_column(Text)  # the shop domain, Page id or Facebook user id
+    granted_by: Mapped[str | None] = mapped_column(Text, index=True)  # Facebook user whose grant gave a Page token
+    scopes: Mapped[str | None] = mapped_column(Text)  # comma-separated, as the provider granted them
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    refresh_token: Mapped[str | None] = mapped_column(EncryptedText())
+    refresh_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

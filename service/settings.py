@@ -1,0 +1,135 @@
+"""Every setting the service, the CLI, Alembic and the scripts read, read here and only here, once.
+
+Values come from the process environment first, then from a `.env` file (as the seed's chapters
+did). Secrets are wrapped in Starlette's `Secret`, whose repr hides the value, so a settings object
+can be printed or logged without leaking anything.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from starlette.config import Config
+from starlette.datastructures import Secret
+
+from service.errors import SettingsError
+
+DEFAULT_TOKEN_DB_PATH = "./data/tokens.db"
+DEFAULT_FACEBOOK_SCOPES = ("pages_show_list", "pages_messaging", "pages_manage_metadata")
+DEFAULT_SHOPIFY_SCOPES = ("read_products", "read_orders")
+DEFAULT_GRAPH_VERSION = "v25.0"
+
+# Values the seed's .env.example and common templates ship with. Running with one of them would
+# mean every deployment shares a key, so they count as missing.
+_PLACEHOLDERS = {"", "replace_with_secure_token", "changeme", "change_me", "secret", "your_secret"}
+
+
+def _is_placeholder(value: str) -> bool:
+    return value.strip().lower() in _PLACEHOLDERS or value.strip().lower().startswith("your_")
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_token_secret: Secret
+    database_url: str
+    token_db_path: Path = Path(DEFAULT_TOKEN_DB_PATH)
+    token_encryption_keys: tuple[Secret, ...] = ()
+    # The seed kept OAuth sessions in a second SQLite file. Here the OAuth state lives in the token
+    # database (so several instances agree); the setting is accepted so old .env files still load.
+    session_db_path: str | None = None
+
+    shopify_api_key: str | None = None
+    shopify_api_secret: Secret | None = None
+    shopify_redirect_uri: str | None = None
+    shopify_scopes: tuple[str, ...] = DEFAULT_SHOPIFY_SCOPES
+    shopify_admin_base_url: str = "https://{shop}"
+
+    facebook_app_id: str | None = None
+    facebook_app_secret: Secret | None = None
+    facebook_redirect_uri: str | None = None
+    facebook_scopes: tuple[str, ...] = DEFAULT_FACEBOOK_SCOPES
+    facebook_graph_version: str = DEFAULT_GRAPH_VERSION
+    facebook_dialog_base_url: str = "https://www.facebook.com"
+    facebook_graph_base_url: str = "https://graph.facebook.com"
+
+    # Cookies get the Secure flag when the service is reached over HTTPS (any real deployment).
+    session_cookie_secure: bool = False
+    http_timeout_seconds: float = 10.0
+    # Where this setting object came from, for messages that point at a file.
+    env_file: Path | None = field(default=None, compare=False)
+
+    @classmethod
+    def from_environ(
+        cls, environ: Mapping[str, str] | None = None, env_file: str | os.PathLike[str] | None = ".env"
+    ) -> Settings:
+        environ = os.environ if environ is None else environ
+        env_path = Path(env_file) if env_file is not None else None
+        if env_path is not None and not env_path.is_file():
+            env_path = None
+        config = Config(env_path, environ=environ)
+
+        def text(name: str, default: str | None = None) -> str | None:
+            value = config(name, default=default)
+            return None if value is None or value.strip() == "" else value.strip()
+
+        secret = text("STATE_TOKEN_SECRET")
+        if secret is None or _is_placeholder(secret):
+            state = "missing" if secret is None else "still the placeholder value"
+            raise SettingsError(
+                f"STATE_TOKEN_SECRET is {state}: set it to a long random string in the environment or in .env "
+                "(see .env.example)."
+            )
+
+        token_db_path = Path(text("TOKEN_DB_PATH", DEFAULT_TOKEN_DB_PATH) or DEFAULT_TOKEN_DB_PATH)
+        database_url = text("DATABASE_URL") or sqlite_url(token_db_path)
+
+        def secret_or_none(name: str) -> Secret | None:
+            value = text(name)
+            return None if value is None or _is_placeholder(value) else Secret(value)
+
+        def not_placeholder(name: str) -> str | None:
+            value = text(name)
+            return None if value is None or _is_placeholder(value) else value
+
+        timeout_text = text("HTTP_TIMEOUT_SECONDS", "10")
+        try:
+            timeout = float(timeout_text or "10")
+        except ValueError:
+            raise SettingsError("HTTP_TIMEOUT_SECONDS must be a number of seconds.") from None
+
+        return cls(
+            state_token_secret=Secret(secret),
+            database_url=database_url,
+            token_db_path=token_db_path,
+            token_encryption_keys=tuple(Secret(key) for key in _split(text("TOKEN_ENCRYPTION_KEYS", "") or "")),
+            session_db_path=text("SESSION_DB_PATH"),
+            shopify_api_key=not_placeholder("SHOPIFY_API_KEY"),
+            shopify_api_secret=secret_or_none("SHOPIFY_API_SECRET"),
+            shopify_redirect_uri=text("SHOPIFY_REDIRECT_URI"),
+            shopify_scopes=_split(text("SHOPIFY_SCOPES", "") or "") or DEFAULT_SHOPIFY_SCOPES,
+            shopify_admin_base_url=text("SHOPIFY_ADMIN_BASE_URL") or "https://{shop}",
+            facebook_app_id=not_placeholder("FACEBOOK_APP_ID"),
+            facebook_app_secret=secret_or_none("FACEBOOK_APP_SECRET"),
+            facebook_redirect_uri=text("FACEBOOK_REDIRECT_URI"),
+            facebook_scopes=_split(text("FACEBOOK_SCOPES", "") or "") or DEFAULT_FACEBOOK_SCOPES,
+            facebook_graph_version=text("FACEBOOK_GRAPH_VERSION") or DEFAULT_GRAPH_VERSION,
+            facebook_dialog_base_url=(text("FACEBOOK_DIALOG_BASE_URL") or "https://www.facebook.com").rstrip("/"),
+            facebook_graph_base_url=(text("FACEBOOK_GRAPH_BASE_URL") or "https://graph.facebook.com").rstrip("/"),
+            session_cookie_secure=(text("SESSION_COOKIE_SECURE", "") or "").lower() in {"1", "true", "yes"},
+            http_timeout_seconds=timeout,
+            env_file=env_path,
+        )
+
+    def with_database(self, database_url: str) -> Settings:
+        return replace(self, database_url=database_url)
+
+
+def sqlite_url(path: str | os.PathLike[str]) -> str:
+    return f"sqlite+aiosqlite:///{Path(path)}"

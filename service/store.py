@@ -1,0 +1,291 @@
+"""TokenStore: the async API that routes, scripts and the bot use to keep tokens.
+
+It speaks the seed's method names (`store_token`, `get_token`, `get_all_tokens_by_type`,
+`delete_token`) and adds what the OAuth flows need: metadata beside each token, account links, and
+several rows written in one transaction.
+
+Writes on SQLite go through one asyncio lock per store and start with BEGIN IMMEDIATE, so concurrent
+coroutines queue instead of meeting `database is locked`, and another process waits in busy_timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Text, delete, select, type_coerce, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from service import keys
+from service.crypto import KeyRing
+from service.db import create_engine, is_sqlite, write_connection
+from service.errors import InvalidInput, SchemaOutOfDate, UndecryptableValue
+from service.migrate import current_revision, head_revision
+from service.models import Account, Token, utcnow
+from service.settings import Settings
+
+TOKENS = Token.__table__
+ACCOUNTS = Account.__table__
+TOKEN_TYPES = ("token", "uuid")
+MAX_KEY_LENGTH = 512
+# Columns a caller may set beside key, value and type. A column not named in a write keeps its value;
+# one named with None is cleared (a reinstall that brings a non-expiring token clears expires_at).
+METADATA_COLUMNS = frozenset(
+    {"account_uuid", "provider", "subject", "granted_by", "scopes", "expires_at", "refresh_token", "refresh_expires_at"}
+)
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    key: str
+    type: str
+    value: str | None = field(repr=False)  # None in listings, which never decrypt
+    account_uuid: str | None = None
+    provider: str | None = None
+    subject: str | None = None
+    granted_by: str | None = None
+    scopes: str | None = None
+    expires_at: datetime | None = None
+    refresh_token: str | None = field(default=None, repr=False)
+    refresh_expires_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class TokenWrite:
+    key: str
+    value: str
+    type: str = "token"
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+def validate_key(key: object) -> str:
+    if not isinstance(key, str) or not key:
+        raise InvalidInput("A token key must be a non-empty string.")
+    if len(key) > MAX_KEY_LENGTH or not key.isprintable() or any(ch.isspace() for ch in key):
+        raise InvalidInput(f"A token key must be at most {MAX_KEY_LENGTH} printable characters without spaces.")
+    return key
+
+
+def _validate_write(write: TokenWrite) -> None:
+    validate_key(write.key)
+    if not isinstance(write.value, str) or not write.value:
+        raise InvalidInput(f"The value for {write.key!r} must be a non-empty string.")
+    if write.type not in TOKEN_TYPES:
+        raise InvalidInput(f"The type of {write.key!r} must be one of {', '.join(TOKEN_TYPES)}.")
+    unknown = set(write.metadata) - METADATA_COLUMNS
+    if unknown:
+        raise InvalidInput(f"Unknown token fields: {', '.join(sorted(unknown))}.")
+
+
+def _as_uuid(value: str) -> str | None:
+    try:
+        return str(uuid.UUID(value.strip()))
+    except ValueError:
+        return None
+
+
+class TokenStore:
+    def __init__(self, engine: AsyncEngine, keyring: KeyRing) -> None:
+        self.engine = engine
+        self.keyring = keyring
+        # SQLite has one writer at a time anyway; queueing here turns SQLITE_BUSY into a short wait.
+        self._write_lock: Any = asyncio.Lock() if is_sqlite(engine.url) else contextlib.nullcontext()
+
+    # --- opening ---------------------------------------------------------------------------------
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, target: str | Settings, *, check_schema: bool = True) -> AsyncIterator[TokenStore]:
+        """Open a store on a database URL (keys from the environment and .env) or on a Settings object."""
+        settings = Settings.from_environ().with_database(target) if isinstance(target, str) else target
+        keyring = KeyRing.from_settings(settings)
+        engine = create_engine(settings.database_url, keyring=keyring)
+        try:
+            store = cls(engine, keyring)
+            if check_schema:
+                await store.check_schema()
+            yield store
+        finally:
+            await engine.dispose()
+
+    async def check_schema(self) -> None:
+        current, head = await current_revision(self.engine), head_revision()
+        if current != head:
+            raise SchemaOutOfDate(
+                f"The database is at revision {current or 'none'} and this code needs {head}: run `salesbot migrate`."
+            )
+
+    # --- transactions ----------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def write_transaction(self) -> AsyncIterator[AsyncConnection]:
+        """One write transaction; on SQLite, one at a time per store and holding the write lock from BEGIN."""
+        async with self._write_lock:
+            connection = await write_connection(self.engine)
+            try:
+                async with connection.begin():
+                    yield connection
+            finally:
+                await connection.close()
+
+    # --- the seed's API --------------------------------------------------------------------------
+
+    async def store_token(self, key: str, value: str, type: str = "token", **metadata: Any) -> None:
+        await self.store_tokens([TokenWrite(key, value, type, metadata)])
+
+    async def get_token(self, key: str) -> str | None:
+        validate_key(key)
+        async with self.engine.connect() as connection:
+            ciphertext = (
+                await connection.execute(select(type_coerce(TOKENS.c.value, Text)).where(TOKENS.c.key == key))
+            ).scalar()
+        return None if ciphertext is None else self.keyring.decrypt(ciphertext, key_name=key)
+
+    async def get_all_tokens_by_type(self, type: str) -> dict[str, str]:
+        async with self.engine.connect() as connection:
+            rows = (
+                await connection.execute(
+                    select(TOKENS.c.key, type_coerce(TOKENS.c.value, Text)).where(TOKENS.c.type == type)
+                )
+            ).all()
+        return {key: self.keyring.decrypt(ciphertext, key_name=key) for key, ciphertext in rows}
+
+    async def delete_token(self, key: str) -> bool:
+        return await self.delete_tokens([validate_key(key)]) == 1
+
+    # --- richer API for the flows ----------------------------------------------------------------
+
+    async def store_tokens(self, writes: Sequence[TokenWrite]) -> None:
+        """Write several rows in one transaction: all of them land, or none."""
+        for write in writes:
+            _validate_write(write)
+        if not writes:
+            return
+        async with self.write_transaction() as connection:
+            for write in writes:
+                await self._upsert(connection, write)
+
+    async def _upsert(self, connection: AsyncConnection, write: TokenWrite) -> None:
+        metadata = dict(write.metadata)
+        info = keys.describe_key(write.key)
+        if info is not None:
+            metadata.setdefault("provider", info.provider)
+            metadata.setdefault("subject", info.subject)
+            if "account_uuid" not in metadata:
+                account = await self._account_for_new_row(connection, write, info)
+                if account is not None:
+                    metadata["account_uuid"] = account
+        if metadata.get("account_uuid") is not None:
+            await self._ensure_account(connection, metadata["account_uuid"])
+        now = utcnow()
+        values = {"key": write.key, "value": write.value, "type": write.type, **metadata}
+        insert = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(TOKENS)
+        statement = insert.values(**values, created_at=now, updated_at=now).on_conflict_do_update(
+            index_elements=[TOKENS.c.key],
+            set_={
+                "value": insert.excluded.value,
+                "type": insert.excluded.type,
+                "updated_at": now,
+                **{name: insert.excluded[name] for name in metadata},
+            },
+        )
+        await connection.execute(statement)
+        if info is not None and info.is_uuid and metadata.get("account_uuid"):
+            # The token beside a UUID entry belongs to the same account, as the seed meant it.
+            await connection.execute(
+                update(TOKENS).where(TOKENS.c.key == info.token_key).values(account_uuid=metadata["account_uuid"])
+            )
+
+    async def _account_for_new_row(
+        self, connection: AsyncConnection, write: TokenWrite, info: keys.KeyInfo
+    ) -> str | None:
+        if info.is_uuid:
+            return _as_uuid(write.value)
+        if info.uuid_key is None:
+            return None
+        return (await connection.execute(select(TOKENS.c.account_uuid).where(TOKENS.c.key == info.uuid_key))).scalar()
+
+    async def _ensure_account(self, connection: AsyncConnection, account_uuid: str) -> None:
+        insert = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(ACCOUNTS)
+        await connection.execute(
+            insert.values(uuid=account_uuid, created_at=utcnow()).on_conflict_do_nothing(index_elements=["uuid"])
+        )
+
+    async def delete_tokens(self, keys_to_delete: Iterable[str]) -> int:
+        wanted = list(keys_to_delete)
+        if not wanted:
+            return 0
+        async with self.write_transaction() as connection:
+            result = await connection.execute(delete(TOKENS).where(TOKENS.c.key.in_(wanted)))
+        return result.rowcount
+
+    async def get_record(self, key: str) -> TokenRecord | None:
+        validate_key(key)
+        records = await self._records(TOKENS.c.key == key)
+        return records[0] if records else None
+
+    async def account_tokens(self, account_uuid: str) -> list[TokenRecord]:
+        """Everything one account owns, decrypted, in one query on the indexed account column."""
+        return await self._records(TOKENS.c.account_uuid == account_uuid)
+
+    async def _records(self, condition: Any) -> list[TokenRecord]:
+        columns = [column for column in TOKENS.c if column.name not in {"value", "refresh_token"}]
+        statement = (
+            select(*columns, type_coerce(TOKENS.c.value, Text), type_coerce(TOKENS.c.refresh_token, Text))
+            .where(condition)
+            .order_by(TOKENS.c.key)
+        )
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(statement)).all()
+        records = []
+        for row in rows:
+            *plain, value, refresh = row
+            fields = dict(zip((column.name for column in columns), plain, strict=True))
+            fields["value"] = self.keyring.decrypt(value, key_name=fields["key"])
+            fields["refresh_token"] = (
+                None if refresh is None else self.keyring.decrypt(refresh, key_name=fields["key"] + " (refresh token)")
+            )
+            records.append(TokenRecord(**fields))
+        return records
+
+    async def list_tokens(self, type: str | None = None) -> list[TokenRecord]:
+        """Every row's metadata, values not decrypted (listings never show them)."""
+        columns = [column for column in TOKENS.c if column.name not in {"value", "refresh_token"}]
+        statement = select(*columns).order_by(TOKENS.c.key)
+        if type is not None:
+            statement = statement.where(TOKENS.c.type == type)
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(statement)).mappings().all()
+        return [TokenRecord(value=None, **row) for row in rows]
+
+    async def create_account(self) -> str:
+        account = str(uuid.uuid4())
+        async with self.write_transaction() as connection:
+            await self._ensure_account(connection, account)
+        return account
+
+    async def link_to_account(self, key: str, account_uuid: str) -> bool:
+        validate_key(key)
+        if _as_uuid(account_uuid) != account_uuid:
+            raise InvalidInput("An account UUID must be a lower-case UUID.")
+        async with self.write_transaction() as connection:
+            await self._ensure_account(connection, account_uuid)
+            result = await connection.execute(
+                update(TOKENS).where(TOKENS.c.key == key).values(account_uuid=account_uuid, updated_at=utcnow())
+            )
+        return result.rowcount == 1
+
+    async def account_of(self, key: str) -> str | None:
+        async with self.engine.connect() as connection:
+            return (await connection.execute(select(TOKENS.c.account_uuid).where(TOKENS.c.key == key))).scalar()
+
+
+__all__ = ["TokenRecord", "TokenStore", "TokenWrite", "UndecryptableValue"]

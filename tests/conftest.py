@@ -1,0 +1,100 @@
+"""Shared fixtures: settings built from a dict, databases built by the real Alembic migrations.
+
+Every database fixture runs once per backend: SQLite (a file under tmp_path) always, and PostgreSQL
+when TEST_DATABASE_URL names one (a fresh schema per test). A machine without PostgreSQL simply has
+no postgres cases; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.fernet import Fernet
+
+from service import migrate
+from service.crypto import KeyRing
+from service.settings import Settings, sqlite_url
+from service.store import TokenStore
+
+STATE_SECRET = "test-state-token-secret-0123456789"
+PRIMARY_KEY = Fernet.generate_key().decode()
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
+BACKENDS = ["sqlite"] + (["postgres"] if TEST_DATABASE_URL else [])
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        # A module about one backend only (SQLite pragmas, say) sets ONLY_BACKENDS.
+        wanted = getattr(metafunc.module, "ONLY_BACKENDS", BACKENDS)
+        metafunc.parametrize("backend", [name for name in BACKENDS if name in wanted])
+
+
+def base_environ(**overrides: str) -> dict[str, str]:
+    environ = {"STATE_TOKEN_SECRET": STATE_SECRET, "TOKEN_ENCRYPTION_KEYS": PRIMARY_KEY}
+    environ.update(overrides)
+    return environ
+
+
+def make_settings(database_url: str, **overrides: str) -> Settings:
+    return Settings.from_environ(base_environ(DATABASE_URL=database_url, **overrides), env_file=None)
+
+
+async def _reset_postgres(url: str) -> None:
+    import asyncpg
+
+    raw = url.replace("postgresql+asyncpg://", "postgresql://")
+    connection = await asyncpg.connect(raw)
+    try:
+        await connection.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+    finally:
+        await connection.close()
+
+
+def empty_database(backend: str, tmp_path: Path) -> str:
+    """A database with nothing in it, for the backend asked for."""
+    if backend == "sqlite":
+        return sqlite_url(tmp_path / "data" / "tokens.db")
+    assert TEST_DATABASE_URL is not None
+    asyncio.run(_reset_postgres(TEST_DATABASE_URL))
+    return TEST_DATABASE_URL
+
+
+@pytest.fixture
+def database_url(backend: str, tmp_path: Path) -> str:
+    """An empty database of the parametrized backend (not migrated)."""
+    return empty_database(backend, tmp_path)
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url)
+
+
+@pytest.fixture
+def migrated(settings: Settings) -> Settings:
+    """Settings whose database has been upgraded to head by Alembic."""
+    migrate.upgrade(settings.database_url, KeyRing.from_settings(settings))
+    return settings
+
+
+@pytest.fixture
+async def store(migrated: Settings) -> AsyncIterator[TokenStore]:
+    async with TokenStore.open(migrated) as opened:
+        yield opened
+
+
+@pytest.fixture
+def settings_factory() -> Callable[..., Settings]:
+    return make_settings
+
+
+@pytest.fixture
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in list(os.environ):
+        if name.startswith(("STATE_TOKEN", "TOKEN_", "DATABASE_URL", "SHOPIFY_", "FACEBOOK_")):
+            monkeypatch.delenv(name)
+    yield

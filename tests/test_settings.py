@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.errors import SettingsError
+from service.settings import Settings
+
+
+def test_missing_secret_names_the_variable() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_environ({}, env_file=None)
+    assert "STATE_TOKEN_SECRET" in caught.value.message
+    assert "\n" not in caught.value.message
+
+
+@pytest.mark.parametrize("placeholder", ["replace_with_secure_token", "  ", "your_secret_here"])
+def test_placeholder_secret_is_refused(placeholder: str) -> None:
+    with pytest.raises(SettingsError, match="STATE_TOKEN_SECRET"):
+        Settings.from_environ({"STATE_TOKEN_SECRET": placeholder}, env_file=None)
+
+
+def test_environment_wins_over_env_file(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("STATE_TOKEN_SECRET=from-file\nTOKEN_DB_PATH=/srv/file.db\nFACEBOOK_GRAPH_VERSION=v24.0\n")
+    settings = Settings.from_environ({"STATE_TOKEN_SECRET": "from-environ"}, env_file=env_file)
+    assert str(settings.state_token_secret) == "from-environ"
+    assert settings.database_url == "sqlite+aiosqlite:////srv/file.db"
+    assert settings.facebook_graph_version == "v24.0"
+
+
+def test_defaults_follow_the_seed() -> None:
+    settings = Settings.from_environ({"STATE_TOKEN_SECRET": "s3cret-value"}, env_file=None)
+    assert settings.database_url == "sqlite+aiosqlite:///data/tokens.db"
+    assert settings.facebook_scopes == ("pages_show_list", "pages_messaging", "pages_manage_metadata")
+    assert settings.shopify_admin_base_url == "https://{shop}"
+
+
+def test_repr_hides_secrets() -> None:
+    settings = Settings.from_environ(
+        {
+            "STATE_TOKEN_SECRET": "very-secret-state",
+            "SHOPIFY_API_SECRET": "shpss_hidden",
+            "FACEBOOK_APP_SECRET": "fbhidden",
+        },
+        env_file=None,
+    )
+    text = repr(settings)
+    for secret in ("very-secret-state", "shpss_hidden", "fbhidden"):
+        assert secret not in text
+
+
+def test_seed_placeholders_for_provider_settings_count_as_unset() -> None:
+    settings = Settings.from_environ(
+        {"STATE_TOKEN_SECRET": "x-real-secret", "SHOPIFY_API_KEY": "your_shopify_api_key"}, env_file=None
+    )
+    assert settings.shopify_api_key is None
