@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, ForeignKey, MetaData, String, Text
+from sqlalchemy import DateTime, ForeignKey, Integer, MetaData, String, Text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -79,3 +79,47 @@ class Token(Base):
     refresh_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    # A process refreshing this Shopify token holds the lease until then; others wait for its result
+    # instead of spending the single-use refresh token a second time.
+    refresh_lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class OAuthState(Base):
+    """One pending OAuth flow. Stored in the database so that any instance can finish what another
+    started; deleted by the callback that uses it, so it works once."""
+
+    __tablename__ = "oauth_states"
+
+    state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the state sent out
+    provider: Mapped[str] = mapped_column(String(16))
+    browser_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the browser's signed-cookie nonce
+    shop: Mapped[str | None] = mapped_column(Text)
+    account_uuid: Mapped[str | None] = mapped_column(String(36))  # the account the browser was already in
+    scopes: Mapped[str] = mapped_column(Text)
+    redirect_uri: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class WebhookDelivery(Base):
+    """Shopify webhook ids already handled: a delivery seen twice is acknowledged and ignored."""
+
+    __tablename__ = "webhook_deliveries"
+
+    webhook_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    topic: Mapped[str] = mapped_column(Text)
+    shop: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class DeletionRequest(Base):
+    """A Facebook data-deletion request and what became of it, for the status URL Meta shows the user."""
+
+    __tablename__ = "deletion_requests"
+
+    confirmation_code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    facebook_user_id: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    deleted_rows: Mapped[int] = mapped_column(Integer)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime())

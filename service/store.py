@@ -56,6 +56,7 @@ class TokenRecord:
     refresh_expires_at: datetime | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    refresh_lease_until: datetime | None = None
 
 
 @dataclass(frozen=True)
