@@ -1,0 +1,305 @@
+"""Facebook Login for a server app: the dialog, Graph token calls, Page tokens, signed requests."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+
+from service import errors
+
+# 50 requests of 100 Pages each: far beyond any merchant, and a bound on a Graph that pages forever.
+MAX_PAGE_REQUESTS = 50
+PAGE_LIMIT = 100
+MAX_SIGNED_REQUEST = 8 * 1024
+# Ten years: far past any real lifetime, and well inside what datetime arithmetic can hold.
+_MAX_LIFETIME_SECONDS = 10 * 365 * 24 * 3600
+# Graph error 190: the token is expired, revoked, or died with a password change or logout.
+_TOKEN_INVALID = 190
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
+
+
+def appsecret_proof(access_token: str, app_secret: str) -> str:
+    return hmac.new(app_secret.encode(), access_token.encode(), hashlib.sha256).hexdigest()
+
+
+def dialog_url(
+    *, dialog_base: str, version: str, client_id: str, redirect_uri: str, state: str, scopes: list[str]
+) -> str:
+    query = urlencode(
+        {
+            "client_id": client_id,
+            "redirect_uri": redirect_uri,
+            "state": state,
+            "scope": ",".join(scopes),
+            "response_type": "code",
+        }
+    )
+    return f"{dialog_base.removesuffix('/')}/{version}/dialog/oauth?{query}"
+
+
+@dataclass(frozen=True)
+class UserToken:
+    access_token: str = field(repr=False)
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Page:
+    id: str
+    name: str
+    access_token: str = field(repr=False)
+    category: str | None
+    tasks: list[str]
+
+
+def _utc(now: datetime) -> datetime:
+    if now.utcoffset() is None:
+        raise ValueError("now must be a timezone-aware datetime")
+    return now.astimezone(UTC)
+
+
+def _json(content: bytes) -> Any:
+    try:
+        return json.loads(content)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _graph_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _graph_error(status: int, body: Any, what: str) -> errors.ProviderError:
+    # Only the numeric code and subcode are repeated: Graph's "message" can echo what we sent.
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        error = {}
+    code = _graph_int(error.get("code"))
+    if code is None:
+        return errors.ProviderError(f"Facebook answered {status} to the {what}")
+    if code == _TOKEN_INVALID:
+        subcode = _graph_int(error.get("error_subcode"))
+        detail = f"code 190, subcode {subcode}" if subcode is not None else "code 190"
+        return errors.TokenRevoked(
+            f"Facebook says the token is no longer valid ({detail}): connect the Page again"
+        )
+    return errors.ProviderError(f"Facebook answered {status} to the {what} (Graph error {code})")
+
+
+def _user_token(body: dict[str, Any], *, now: datetime, what: str) -> UserToken:
+    access_token = body.get("access_token")
+    if not isinstance(access_token, str) or not access_token:
+        raise errors.ProviderError(f"the {what} response had no access_token")
+    expires_in = body.get("expires_in")
+    if isinstance(expires_in, str) and expires_in.isascii() and expires_in.isdigit():
+        expires_in = int(expires_in)
+    if expires_in is None:
+        # Long-lived exchanges sometimes omit it; the token then lives until something revokes it.
+        return UserToken(access_token=access_token, expires_at=None)
+    if (
+        isinstance(expires_in, bool)
+        or not isinstance(expires_in, int | float)
+        or not math.isfinite(expires_in)
+        or not 0 <= expires_in <= _MAX_LIFETIME_SECONDS
+    ):
+        raise errors.ProviderError(f"the {what} response had an unusable expires_in")
+    # Meta writes 0 for "does not expire by time".
+    expires_at = _utc(now) + timedelta(seconds=expires_in) if expires_in > 0 else None
+    return UserToken(access_token=access_token, expires_at=expires_at)
+
+
+def _page(item: Any) -> Page | None:
+    if not isinstance(item, dict):
+        raise errors.ProviderError("an entry in the Page list was not a JSON object")
+    token = item.get("access_token")
+    if not isinstance(token, str) or not token:
+        # Facebook leaves the token out when the user has no task on the Page that grants one.
+        return None
+    page_id = item.get("id")
+    if not isinstance(page_id, str) or not page_id:
+        raise errors.ProviderError("a Page in the Page list had no id")
+    name, category, tasks = item.get("name"), item.get("category"), item.get("tasks")
+    return Page(
+        id=page_id,
+        name=name if isinstance(name, str) else "",
+        access_token=token,
+        category=category if isinstance(category, str) else None,
+        tasks=[task for task in tasks if isinstance(task, str)] if isinstance(tasks, list) else [],
+    )
+
+
+class Graph:
+    def __init__(
+        self, client: httpx.AsyncClient, *, graph_base: str, version: str, app_id: str, app_secret: str
+    ) -> None:
+        self._client = client
+        self._root = graph_base.removesuffix("/")
+        self._versioned = f"{self._root}/{version}"
+        self._app_id = app_id
+        self._app_secret = app_secret
+
+    def __repr__(self) -> str:
+        return f"Graph({self._versioned!r}, app_id={self._app_id!r})"
+
+    async def _get(
+        self, url: str, params: dict[str, str], *, what: str, token: str | None = None
+    ) -> dict[str, Any]:
+        if token is not None:
+            # With "Require App Secret" on, Graph refuses a user or Page token that comes without its proof.
+            params = {
+                **params,
+                "access_token": token,
+                "appsecret_proof": appsecret_proof(token, self._app_secret),
+            }
+        # Query strings here hold secrets and codes: nothing below may quote the URL, and `from None` keeps
+        # the httpx exception (which holds the request) out of tracebacks.
+        try:
+            response = await self._client.get(url, params=params, headers={"Accept": "application/json"})
+        except httpx.TimeoutException as exc:
+            raise errors.ProviderUnavailable(
+                f"Facebook did not answer the {what} in time ({type(exc).__name__})"
+            ) from None
+        except httpx.TransportError as exc:
+            raise errors.ProviderUnavailable(
+                f"could not reach Facebook for the {what} ({type(exc).__name__})"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise errors.ProviderError(
+                f"Facebook's answer to the {what} was unreadable ({type(exc).__name__})"
+            ) from None
+        body = _json(response.content)
+        if not response.is_success or (isinstance(body, dict) and "error" in body):
+            raise _graph_error(response.status_code, body, what)
+        if body is None:
+            raise errors.ProviderError(f"the {what} response was not valid JSON")
+        if not isinstance(body, dict):
+            raise errors.ProviderError(f"the {what} response was not a JSON object")
+        return body
+
+    async def exchange_code(self, *, code: str, redirect_uri: str, now: datetime) -> UserToken:
+        _utc(now)  # fail on a naive clock before a single-use code is spent
+        params = {
+            "client_id": self._app_id,
+            "redirect_uri": redirect_uri,
+            "client_secret": self._app_secret,
+            "code": code,
+        }
+        body = await self._get(f"{self._versioned}/oauth/access_token", params, what="code exchange")
+        return _user_token(body, now=now, what="code exchange")
+
+    async def long_lived(self, user_token: str, *, now: datetime) -> UserToken:
+        _utc(now)  # fail on a naive clock before anything is sent
+        params = {
+            "grant_type": "fb_exchange_token",
+            "client_id": self._app_id,
+            "client_secret": self._app_secret,
+            "fb_exchange_token": user_token,
+        }
+        body = await self._get(
+            f"{self._versioned}/oauth/access_token", params, what="long-lived token exchange"
+        )
+        return _user_token(body, now=now, what="long-lived token exchange")
+
+    async def me(self, user_token: str) -> dict[str, str]:
+        body = await self._get(
+            f"{self._versioned}/me", {"fields": "id,name"}, what="profile request", token=user_token
+        )
+        user_id, name = body.get("id"), body.get("name")
+        if not isinstance(user_id, str) or not user_id:
+            raise errors.ProviderError("the profile response had no id")
+        return {"id": user_id, "name": name if isinstance(name, str) else ""}
+
+    async def pages(self, user_token: str) -> list[Page]:
+        url = f"{self._versioned}/me/accounts"
+        params = {"fields": "id,name,access_token,category,tasks", "limit": str(PAGE_LIMIT)}
+        found: list[Page] = []
+        for _ in range(MAX_PAGE_REQUESTS):
+            body = await self._get(url, params, what="Page list", token=user_token)
+            data = body.get("data")
+            if not isinstance(data, list):
+                raise errors.ProviderError("the Page list response had no data list")
+            found.extend(page for page in map(_page, data) if page is not None)
+            paging = body.get("paging")
+            if not isinstance(paging, dict) or not paging.get("next"):
+                return found
+            # paging.next is a URL from the network: it must not choose where our token goes, so only its
+            # cursor is taken, into a request we build ourselves.
+            cursors = paging.get("cursors")
+            after = cursors.get("after") if isinstance(cursors, dict) else None
+            if not isinstance(after, str) or not after:
+                raise errors.ProviderError("the Page list said there was more but gave no after cursor")
+            params = {**params, "after": after}
+        return found
+
+    async def debug_token(self, input_token: str) -> dict[str, Any]:
+        # The app token is "{app_id}|{app_secret}" itself, so there is no proof to add.
+        params = {"input_token": input_token, "access_token": f"{self._app_id}|{self._app_secret}"}
+        body = await self._get(f"{self._root}/debug_token", params, what="token check")
+        data = body.get("data")
+        if not isinstance(data, dict):
+            raise errors.ProviderError("the token check response had no data object")
+        return data
+
+
+# --- signed requests (deauthorize and data deletion callbacks) ----------------------------------
+
+
+def _b64url_decode(part: str) -> bytes | None:
+    if not _BASE64URL.fullmatch(part):
+        return None
+    bare = part.rstrip("=")
+    try:
+        return base64.urlsafe_b64decode(bare + "=" * (-len(bare) % 4))
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _b64url_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _signature(payload_part: str, app_secret: str) -> bytes:
+    return hmac.new(app_secret.encode(), payload_part.encode("ascii"), hashlib.sha256).digest()
+
+
+def parse_signed_request(signed_request: str, *, app_secret: str) -> dict[str, Any]:
+    # Messages say which check failed and never quote the input.
+    if len(signed_request) > MAX_SIGNED_REQUEST:
+        raise errors.InvalidSignedRequest("the signed_request is longer than 8 KiB")
+    if not signed_request.isascii():
+        raise errors.InvalidSignedRequest("the signed_request is not ASCII")
+    sig_part, dot, payload_part = signed_request.partition(".")
+    if not dot or not sig_part or not payload_part:
+        raise errors.InvalidSignedRequest("the signed_request is not a signature and a payload joined by '.'")
+    signature = _b64url_decode(sig_part)
+    if signature is None or len(signature) != hashlib.sha256().digest_size:
+        raise errors.InvalidSignedRequest("the signed_request's signature is not 32 bytes of base64url")
+    # Signed bytes are the payload part exactly as received, padding and all: never a re-encoding of it.
+    if not hmac.compare_digest(signature, _signature(payload_part, app_secret)):
+        raise errors.InvalidSignedRequest("the signed_request's signature does not match its payload")
+    raw = _b64url_decode(payload_part)
+    payload = _json(raw) if raw is not None else None
+    if not isinstance(payload, dict):
+        raise errors.InvalidSignedRequest("the signed_request's payload is not a base64url JSON object")
+    algorithm = payload.get("algorithm")
+    if not isinstance(algorithm, str) or algorithm.upper() != "HMAC-SHA256":
+        raise errors.InvalidSignedRequest("the signed_request's algorithm is not HMAC-SHA256")
+    if payload.get("user_id") is None and payload.get("profile_id") is None:
+        raise errors.InvalidSignedRequest("the signed_request names neither a user_id nor a profile_id")
+    return payload
+
+
+def make_signed_request(payload: dict[str, Any], *, app_secret: str) -> str:
+    payload_part = _b64url_encode(json.dumps(payload, separators=(",", ":")).encode())
+    return f"{_b64url_encode(_signature(payload_part, app_secret))}.{payload_part}"
