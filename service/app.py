@@ -1,19 +1,141 @@
-"""create_app: routes, middleware and lifespan. (The OAuth routes arrive with issue 3.)"""
+"""create_app: the routes, the middleware, and a lifespan that opens the store and the HTTP client.
+
+Errors become responses in one place: a ServiceError is a page (or JSON) with its status and code;
+anything else is a bare 500 whose log line names the exception class and the path, nothing more
+(exception texts can carry URLs with codes, or SQL parameters).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import httpx
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.crypto import KeyRing
+from service.db import create_engine
+from service.errors import ServiceError
+from service.refresh import ShopifyTokens
+from service.routes import facebook, shopify, status
+from service.routes.common import Services, error_response
 from service.settings import Settings
+from service.store import TokenStore
+
+logger = logging.getLogger("salesbot")
+SESSION_MAX_AGE = 14 * 24 * 3600
 
 
-def create_app(settings: Settings) -> Starlette:
-    async def healthz(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok"})
+def session_secret(settings: Settings) -> str:
+    # A key of its own for cookies, derived so that one secret in .env still covers everything.
+    return hmac.new(str(settings.state_token_secret).encode(), b"salesbot session cookie", hashlib.sha256).hexdigest()
 
-    app = Starlette(routes=[Route("/healthz", healthz)])
-    app.state.settings = settings
+
+class ContainErrors:
+    """Outermost guard: an unexpected exception becomes a plain 500 and a log line without its text."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+        begun = time.perf_counter()
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                # Our access log: method, path and status; never the query string, which carries codes.
+                logger.info(
+                    "%s %s %s %.0fms",
+                    scope["method"],
+                    scope["path"],
+                    message["status"],
+                    (time.perf_counter() - begun) * 1000,
+                )
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:  # the one place that turns anything unforeseen into a 500
+            logger.error("unhandled %s on %s %s", type(exc).__name__, scope["method"], scope["path"])
+            if not started:
+                request = Request(scope, receive)
+                await error_response(request, ServiceError("Something went wrong on our side."))(
+                    scope, receive, tracking_send
+                )
+
+
+async def _service_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)
+    return error_response(request, exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    message = {404: "There is no page here.", 405: "This address does not accept that method."}.get(
+        exc.status_code, "The request could not be handled."
+    )
+    return error_response(request, ServiceError(message, code=code, status_code=exc.status_code))
+
+
+def create_app(
+    settings: Settings,
+    *,
+    http_client: httpx.AsyncClient | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
+    demo: Any = None,
+) -> Starlette:
+    keyring = KeyRing.from_settings(settings)  # a bad key fails here, before anything listens
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url, keyring=keyring)
+        http = http_client or httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.http_timeout_seconds), follow_redirects=False
+        )
+        try:
+            store = TokenStore(engine, keyring)
+            await store.check_schema()
+            shopify_tokens = ShopifyTokens(store, settings, http)
+            store.shopify_tokens = shopify_tokens
+            app.state.services = Services(settings, store, http, shopify_tokens, demo)
+            yield
+        finally:
+            if http_client is None:
+                await http.aclose()
+            await engine.dispose()
+
+    app = Starlette(
+        routes=[*status.routes, *shopify.routes, *facebook.routes, *extra_routes],
+        middleware=[
+            Middleware(ContainErrors),
+            Middleware(
+                SessionMiddleware,
+                secret_key=session_secret(settings),
+                session_cookie="salesbot_session",
+                max_age=SESSION_MAX_AGE,
+                same_site="lax",
+                https_only=settings.session_cookie_secure,
+            ),
+        ],
+        exception_handlers={ServiceError: _service_error, HTTPException: _http_error},
+        lifespan=lifespan,
+    )
     return app

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Text, delete, select, type_coerce, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -25,10 +25,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from service import keys
 from service.crypto import KeyRing
 from service.db import create_engine, is_sqlite, write_connection
-from service.errors import InvalidInput, SchemaOutOfDate, UndecryptableValue
+from service.errors import InvalidInput, NotConfigured, SchemaOutOfDate, UndecryptableValue
 from service.migrate import current_revision, head_revision
 from service.models import Account, Token, utcnow
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.refresh import ShopifyTokens
 
 TOKENS = Token.__table__
 ACCOUNTS = Account.__table__
@@ -37,7 +40,17 @@ MAX_KEY_LENGTH = 512
 # Columns a caller may set beside key, value and type. A column not named in a write keeps its value;
 # one named with None is cleared (a reinstall that brings a non-expiring token clears expires_at).
 METADATA_COLUMNS = frozenset(
-    {"account_uuid", "provider", "subject", "granted_by", "scopes", "expires_at", "refresh_token", "refresh_expires_at"}
+    {
+        "account_uuid",
+        "provider",
+        "subject",
+        "granted_by",
+        "scopes",
+        "expires_at",
+        "refresh_token",
+        "refresh_expires_at",
+        "refresh_lease_until",
+    }
 )
 
 
@@ -94,6 +107,9 @@ def _as_uuid(value: str) -> str | None:
 
 
 class TokenStore:
+    # Set by the app (or a script) that has an HTTP client: hands out refreshed Shopify tokens.
+    shopify_tokens: ShopifyTokens | None = None
+
     def __init__(self, engine: AsyncEngine, keyring: KeyRing) -> None:
         self.engine = engine
         self.keyring = keyring
@@ -257,12 +273,14 @@ class TokenStore:
             records.append(TokenRecord(**fields))
         return records
 
-    async def list_tokens(self, type: str | None = None) -> list[TokenRecord]:
-        """Every row's metadata, values not decrypted (listings never show them)."""
+    async def list_tokens(self, type: str | None = None, *, account_uuid: str | None = None) -> list[TokenRecord]:
+        """Rows' metadata, values not decrypted (listings and status pages never show them)."""
         columns = [column for column in TOKENS.c if column.name not in {"value", "refresh_token"}]
         statement = select(*columns).order_by(TOKENS.c.key)
         if type is not None:
             statement = statement.where(TOKENS.c.type == type)
+        if account_uuid is not None:
+            statement = statement.where(TOKENS.c.account_uuid == account_uuid)
         async with self.engine.connect() as connection:
             rows = (await connection.execute(statement)).mappings().all()
         return [TokenRecord(value=None, **row) for row in rows]
@@ -283,6 +301,17 @@ class TokenStore:
                 update(TOKENS).where(TOKENS.c.key == key).values(account_uuid=account_uuid, updated_at=utcnow())
             )
         return result.rowcount == 1
+
+    async def get_shopify_token(self, shop: str) -> str | None:
+        """A working Shopify access token for the shop, refreshed first when it expires within minutes."""
+        if self.shopify_tokens is None:
+            raise NotConfigured("This store has no Shopify client attached (service.refresh.ShopifyTokens).")
+        return await self.shopify_tokens.get(shop)
+
+    async def upsert(self, connection: AsyncConnection, write: TokenWrite) -> None:
+        """Write one row inside a transaction the caller holds (from write_transaction())."""
+        _validate_write(write)
+        await self._upsert(connection, write)
 
     async def account_of(self, key: str) -> str | None:
         async with self.engine.connect() as connection:

@@ -1,0 +1,1 @@
+"""Starlette endpoints: each parses a request, calls providers and the store, and responds."""

@@ -1,0 +1,262 @@
+"""Facebook: Login for the merchant's Pages, and the deauthorize and data-deletion callbacks."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from urllib.parse import urlsplit
+
+from sqlalchemy import delete, insert, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from service import keys
+from service.accounts import connect_rows
+from service.errors import (
+    AccessDenied,
+    InvalidCallback,
+    InvalidSignedRequest,
+    InvalidState,
+    NotConfigured,
+    NotFound,
+)
+from service.models import DeletionRequest, utcnow
+from service.oauth_state import begin_flow, finish_flow
+from service.providers import facebook
+from service.routes.common import browser_nonce, services, session_account, templates, wants_json
+from service.settings import Settings
+from service.store import TOKENS, TokenWrite
+
+DELETIONS = DeletionRequest.__table__
+MAX_FORM_BYTES = 16 * 1024
+SINGLE_PARAMETERS = ("code", "state", "error", "error_reason")
+
+
+def _credentials(settings: Settings) -> tuple[str, str, str]:
+    missing = [
+        name
+        for name, value in (
+            ("FACEBOOK_APP_ID", settings.facebook_app_id),
+            ("FACEBOOK_APP_SECRET", settings.facebook_app_secret),
+            ("FACEBOOK_REDIRECT_URI", settings.facebook_redirect_uri),
+        )
+        if not value
+    ]
+    if missing:
+        raise NotConfigured(f"Facebook is not configured: set {', '.join(missing)}.")
+    return settings.facebook_app_id, str(settings.facebook_app_secret), settings.facebook_redirect_uri  # type: ignore[return-value]
+
+
+def graph_for(request: Request) -> facebook.Graph:
+    app = services(request)
+    app_id, app_secret, _redirect_uri = _credentials(app.settings)
+    return facebook.Graph(
+        app.http,
+        graph_base=app.settings.facebook_graph_base_url,
+        version=app.settings.facebook_graph_version,
+        app_id=app_id,
+        app_secret=app_secret,
+    )
+
+
+async def login(request: Request) -> Response:
+    app = services(request)
+    app_id, _secret, redirect_uri = _credentials(app.settings)
+    scopes = list(app.settings.facebook_scopes)
+    state = await begin_flow(
+        app.store,
+        provider=keys.FACEBOOK,
+        browser_nonce=browser_nonce(request, create=True) or "",
+        scopes=scopes,
+        redirect_uri=redirect_uri,
+        account_uuid=session_account(request),
+    )
+    url = facebook.dialog_url(
+        dialog_base=app.settings.facebook_dialog_base_url,
+        version=app.settings.facebook_graph_version,
+        client_id=app_id,
+        redirect_uri=redirect_uri,
+        state=state,
+        scopes=scopes,
+    )
+    return RedirectResponse(url, status_code=302)
+
+
+def _single(request: Request, name: str) -> str | None:
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        raise InvalidCallback(f"The callback has the parameter {name!r} more than once.")
+    return values[0] if values else None
+
+
+async def callback(request: Request) -> Response:
+    app = services(request)
+    graph = graph_for(request)
+    params = {name: _single(request, name) for name in SINGLE_PARAMETERS}
+    nonce = browser_nonce(request, create=False)
+    if params["error"] is not None:
+        # The merchant pressed Cancel: a normal outcome. The state is spent if it is ours; nothing is stored.
+        if params["state"]:
+            # A bad state on a cancel changes nothing either way.
+            with contextlib.suppress(InvalidState):
+                await finish_flow(app.store, state=params["state"], provider=keys.FACEBOOK, browser_nonce=nonce)
+        raise AccessDenied("You cancelled on Facebook, so no Page was connected. You can try again at any time.")
+    if not params["code"]:
+        raise InvalidCallback("The callback has no code parameter.")
+    flow = await finish_flow(app.store, state=params["state"], provider=keys.FACEBOOK, browser_nonce=nonce)
+    now = utcnow()
+    short = await graph.exchange_code(code=params["code"], redirect_uri=flow.redirect_uri, now=now)
+    user_token = await graph.long_lived(short.access_token, now=now)
+    user = await graph.me(user_token.access_token)
+    pages = await graph.pages(user_token.access_token)
+    user_id = user["id"]
+    scopes = ",".join(flow.scopes)
+    writes = [
+        TokenWrite(
+            keys.facebook_user_token_key(user_id),
+            user_token.access_token,
+            "token",
+            {"provider": keys.FACEBOOK, "subject": user_id, "scopes": scopes, "expires_at": user_token.expires_at},
+        )
+    ]
+    writes += [
+        TokenWrite(
+            keys.page_token_key(page.id),
+            page.access_token,
+            "token",
+            # Page tokens from a long-lived user token do not expire by time (they die with the grant).
+            {
+                "provider": keys.FACEBOOK,
+                "subject": page.id,
+                "granted_by": user_id,
+                "scopes": scopes,
+                "expires_at": None,
+            },
+        )
+        for page in pages
+    ]
+    account = await connect_rows(
+        app.store,
+        writes=writes,
+        uuid_keys=[keys.page_uuid_key(page.id) for page in pages],
+        session_account=flow.account_uuid or session_account(request),
+    )
+    request.session["account"] = account
+    return RedirectResponse("/", status_code=303)
+
+
+async def _signed_request(request: Request) -> dict:
+    app = services(request)
+    _app_id, app_secret, _redirect_uri = _credentials(app.settings)
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        raise InvalidSignedRequest("The request is larger than any signed_request.")
+    form = await request.form()
+    values = form.getlist("signed_request")
+    if len(values) != 1 or not isinstance(values[0], str):
+        raise InvalidSignedRequest("The request must carry exactly one signed_request form field.")
+    return facebook.parse_signed_request(values[0], app_secret=app_secret)
+
+
+def _user_id(payload: dict, name: str = "user_id") -> str | None:
+    value = payload.get(name)
+    if value is None:
+        return None
+    text = str(value)
+    if not text.isascii() or not text.isdigit() or len(text) > 32:
+        raise InvalidSignedRequest(f"The signed_request's {name} is not a Facebook id.")
+    return text
+
+
+async def _forget_user(connection: AsyncConnection, user_id: str, *, erase_links: bool) -> int:
+    """Delete a Facebook user's token and the Page tokens their grant gave; with erase_links, also
+    the Pages' account links (data deletion forgets everything about the user)."""
+    page_ids = (
+        (await connection.execute(select(TOKENS.c.subject).where(TOKENS.c.granted_by == user_id))).scalars().all()
+    )
+    doomed = [keys.facebook_user_token_key(user_id)]
+    if erase_links:
+        doomed += [keys.page_uuid_key(page_id) for page_id in page_ids if page_id]
+    result = await connection.execute(
+        delete(TOKENS).where(or_(TOKENS.c.key.in_(doomed), TOKENS.c.granted_by == user_id))
+    )
+    return result.rowcount
+
+
+async def deauthorize(request: Request) -> Response:
+    app = services(request)
+    payload = await _signed_request(request)
+    user_id, profile_id = _user_id(payload), _user_id(payload, "profile_id")
+    if user_id is not None:
+        async with app.store.write_transaction() as connection:
+            deleted = await _forget_user(connection, user_id, erase_links=False)
+    elif profile_id is not None:
+        # A Page removed the app: only that Page's token dies.
+        deleted = await app.store.delete_tokens([keys.page_token_key(profile_id)])
+    else:
+        raise InvalidSignedRequest("The signed_request names no user_id or profile_id.")
+    return JSONResponse({"status": "ok", "deleted": deleted})
+
+
+def _public_base(request: Request, settings: Settings) -> str:
+    # Meta shows this URL to the user: build it from our configured redirect URI, not from the
+    # request's Host header, which the caller controls.
+    if settings.facebook_redirect_uri:
+        parts = urlsplit(settings.facebook_redirect_uri)
+        return f"{parts.scheme}://{parts.netloc}"
+    return str(request.base_url).rstrip("/")
+
+
+async def data_deletion(request: Request) -> Response:
+    app = services(request)
+    payload = await _signed_request(request)
+    user_id = _user_id(payload)
+    if user_id is None:
+        raise InvalidSignedRequest("The signed_request names no user_id.")
+    code = secrets.token_hex(10)
+    async with app.store.write_transaction() as connection:
+        deleted = await _forget_user(connection, user_id, erase_links=True)
+        await connection.execute(
+            insert(DELETIONS).values(
+                confirmation_code=code,
+                facebook_user_id=user_id,
+                status="completed",
+                deleted_rows=deleted,
+                requested_at=utcnow(),
+            )
+        )
+    url = f"{_public_base(request, app.settings)}/facebook/data-deletion/{code}"
+    return JSONResponse({"url": url, "confirmation_code": code})
+
+
+async def deletion_status(request: Request) -> Response:
+    app = services(request)
+    code = request.path_params["code"]
+    async with app.store.engine.connect() as connection:
+        row = (
+            (await connection.execute(select(DELETIONS).where(DELETIONS.c.confirmation_code == code[:64])))
+            .mappings()
+            .first()
+        )
+    if row is None:
+        raise NotFound("No data-deletion request has this confirmation code.")
+    view = {
+        "code": row["confirmation_code"],
+        "status": row["status"],
+        "deleted_rows": row["deleted_rows"],
+        "requested_at": row["requested_at"].isoformat(timespec="seconds"),
+    }
+    if wants_json(request):
+        return JSONResponse({"confirmation_code": view["code"], **{k: v for k, v in view.items() if k != "code"}})
+    return templates.TemplateResponse(request, "deletion.html", view)
+
+
+routes = [
+    Route("/facebook/login", login, methods=["GET"]),
+    Route("/facebook/callback", callback, methods=["GET"]),
+    Route("/facebook/deauthorize", deauthorize, methods=["POST"]),
+    Route("/facebook/data-deletion", data_deletion, methods=["POST"]),
+    Route("/facebook/data-deletion/{code}", deletion_status, methods=["GET"]),
+]

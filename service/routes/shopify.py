@@ -1,0 +1,200 @@
+"""Shopify: install (login → authorize → callback → token exchange) and the webhooks."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.exc import IntegrityError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from service import keys
+from service.accounts import connect_rows
+from service.errors import InvalidCallback, InvalidShop, NotConfigured, WebhookUnauthorized
+from service.models import WebhookDelivery, utcnow
+from service.oauth_state import begin_flow, finish_flow
+from service.providers import shopify
+from service.routes.common import browser_nonce, services, session_account
+from service.settings import Settings
+from service.store import TOKENS, TokenWrite
+
+DELIVERIES = WebhookDelivery.__table__
+MAX_WEBHOOK_BYTES = 1 << 20
+# Topics after which the shop's tokens must go. app/uninstalled: Shopify already revoked the token.
+# shop/redact (48 h after uninstall): erase everything about the shop, its account link included.
+UNINSTALL, SHOP_REDACT = "app/uninstalled", "shop/redact"
+ACKNOWLEDGED_TOPICS = {"customers/data_request", "customers/redact"}  # we keep no customer data
+
+
+def _credentials(settings: Settings) -> tuple[str, str, str]:
+    missing = [
+        name
+        for name, value in (
+            ("SHOPIFY_API_KEY", settings.shopify_api_key),
+            ("SHOPIFY_API_SECRET", settings.shopify_api_secret),
+            ("SHOPIFY_REDIRECT_URI", settings.shopify_redirect_uri),
+        )
+        if not value
+    ]
+    if missing:
+        raise NotConfigured(f"Shopify is not configured: set {', '.join(missing)}.")
+    return settings.shopify_api_key, str(settings.shopify_api_secret), settings.shopify_redirect_uri  # type: ignore[return-value]
+
+
+async def login_form(request: Request) -> Response:
+    """The status page's form sends ?shop=; validate it, then go to the canonical login path."""
+    domain = shopify.normalize_shop(request.query_params.get("shop", ""))
+    return RedirectResponse(f"/shopify/{domain}/login", status_code=303)
+
+
+async def login(request: Request) -> Response:
+    app = services(request)
+    client_id, _secret, redirect_uri = _credentials(app.settings)
+    domain = shopify.normalize_shop(request.path_params["shop"])
+    state = await begin_flow(
+        app.store,
+        provider=keys.SHOPIFY,
+        browser_nonce=browser_nonce(request, create=True) or "",
+        scopes=list(app.settings.shopify_scopes),
+        redirect_uri=redirect_uri,
+        shop=domain,
+        account_uuid=session_account(request),
+    )
+    url = shopify.authorize_url(
+        admin_base=shopify.admin_base_url(app.settings.shopify_admin_base_url, domain),
+        client_id=client_id,
+        scopes=list(app.settings.shopify_scopes),
+        redirect_uri=redirect_uri,
+        state=state,
+    )
+    return RedirectResponse(url, status_code=302)
+
+
+async def callback(request: Request) -> Response:
+    app = services(request)
+    client_id, secret, _redirect_uri = _credentials(app.settings)
+    params = shopify.verify_callback(list(request.query_params.multi_items()), secret=secret, now=time.time())
+    domain = shopify.normalize_shop(params["shop"])
+    flow = await finish_flow(
+        app.store,
+        state=params["state"],
+        provider=keys.SHOPIFY,
+        browser_nonce=browser_nonce(request, create=False),
+        shop=domain,
+    )
+    token = await shopify.exchange_code(
+        app.http,
+        admin_base=shopify.admin_base_url(app.settings.shopify_admin_base_url, domain),
+        client_id=client_id,
+        client_secret=secret,
+        code=params["code"],
+        now=utcnow(),
+    )
+    granted = shopify.check_scopes(flow.scopes, ",".join(token.scopes))
+    shop_key = shopify.shop_key(domain)
+    account = await connect_rows(
+        app.store,
+        writes=[
+            TokenWrite(
+                keys.shopify_token_key(shop_key),
+                token.access_token,
+                "token",
+                {
+                    "provider": keys.SHOPIFY,
+                    "subject": domain,
+                    "scopes": ",".join(granted),
+                    "expires_at": token.expires_at,
+                    "refresh_token": token.refresh_token,
+                    "refresh_expires_at": token.refresh_expires_at,
+                    "refresh_lease_until": None,
+                },
+            )
+        ],
+        uuid_keys=[keys.shopify_uuid_key(shop_key)],
+        session_account=flow.account_uuid or session_account(request),
+    )
+    request.session["account"] = account
+    return RedirectResponse("/", status_code=303)
+
+
+def _triggered_at(request: Request) -> datetime | None:
+    value = request.headers.get("x-shopify-triggered-at")
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+async def webhooks(request: Request) -> Response:
+    app = services(request)
+    if app.settings.shopify_api_secret is None:
+        raise NotConfigured("Shopify is not configured: set SHOPIFY_API_SECRET.")
+    body = await request.body()
+    if len(body) > MAX_WEBHOOK_BYTES:
+        raise WebhookUnauthorized("The webhook body is larger than any Shopify webhook.", status_code=413)
+    shopify.verify_webhook(
+        body, request.headers.get("x-shopify-hmac-sha256"), secret=str(app.settings.shopify_api_secret)
+    )
+    topic = request.headers.get("x-shopify-topic", "")
+    webhook_id = request.headers.get("x-shopify-webhook-id", "")
+    if not topic or not webhook_id or len(webhook_id) > 255:
+        raise InvalidCallback("A Shopify webhook needs X-Shopify-Topic and X-Shopify-Webhook-Id headers.")
+    domain = _webhook_shop(request, body)
+    deleted = 0
+    try:
+        async with app.store.write_transaction() as connection:
+            # Recording the delivery and acting on it commit together: a failure redoes both.
+            await connection.execute(
+                insert(DELIVERIES).values(webhook_id=webhook_id, topic=topic, shop=domain, received_at=utcnow())
+            )
+            if topic in (UNINSTALL, SHOP_REDACT) and domain is not None:
+                deleted = await _forget_shop(connection, domain, topic, _triggered_at(request))
+    except IntegrityError:
+        return JSONResponse({"status": "duplicate", "webhook_id": webhook_id})
+    if topic not in ACKNOWLEDGED_TOPICS | {UNINSTALL, SHOP_REDACT}:
+        return JSONResponse({"status": "ignored", "topic": topic})
+    return JSONResponse({"status": "ok", "topic": topic, "deleted": deleted})
+
+
+def _webhook_shop(request: Request, body: bytes) -> str | None:
+    raw = request.headers.get("x-shopify-shop-domain")
+    if raw is None:
+        try:
+            raw = json.loads(body).get("shop_domain")
+        except (ValueError, AttributeError):
+            raw = None
+    if raw is None:
+        return None
+    try:
+        return shopify.normalize_shop(raw)
+    except InvalidShop:
+        raise InvalidCallback("The webhook names a shop that is not a Shopify shop domain.") from None
+
+
+async def _forget_shop(connection, domain: str, topic: str, triggered_at: datetime | None) -> int:  # noqa: ANN001
+    shop_key = shopify.shop_key(domain)
+    token_key = keys.shopify_token_key(shop_key)
+    if topic == UNINSTALL and triggered_at is not None:
+        # An uninstall that happened before the current token was stored (a reinstall raced the
+        # webhook) must not delete the new token.
+        updated = (await connection.execute(select(TOKENS.c.updated_at).where(TOKENS.c.key == token_key))).scalar()
+        if updated is not None and updated > triggered_at:
+            return 0
+    doomed = [token_key] if topic == UNINSTALL else [token_key, keys.shopify_uuid_key(shop_key)]
+    result = await connection.execute(delete(TOKENS).where(TOKENS.c.key.in_(doomed)))
+    return result.rowcount
+
+
+routes = [
+    Route("/shopify/login", login_form, methods=["GET"]),
+    Route("/shopify/callback", callback, methods=["GET"]),
+    Route("/shopify/webhooks", webhooks, methods=["POST"]),
+    Route("/shopify/{shop}/login", login, methods=["GET"]),
+]
