@@ -61,7 +61,9 @@ def create_engine(url: str, *, keyring: KeyRing | None = None, pool_size: int | 
         kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000}
     elif pool_size is not None:
         kwargs["pool_size"] = pool_size
-    engine = create_async_engine(url, **kwargs)
+    # hide_parameters: SQLAlchemy puts bound parameters (tokens, ciphertexts) into its exception
+    # messages by default; those messages reach logs.
+    engine = create_async_engine(url, hide_parameters=True, **kwargs)
     if is_sqlite(url):
         _install_sqlite_hooks(engine)
     if keyring is not None:

@@ -178,7 +178,7 @@ def _webhook_shop(request: Request, body: bytes) -> str | None:
         raise InvalidCallback("The webhook names a shop that is not a Shopify shop domain.") from None
 
 
-async def _forget_shop(connection, domain: str, topic: str, triggered_at: datetime | None) -> int:  # noqa: ANN001
+async def _forget_shop(connection, domain: str, topic: str, triggered_at: datetime | None) -> int:
     shop_key = shopify.shop_key(domain)
     token_key = keys.shopify_token_key(shop_key)
     if topic == UNINSTALL and triggered_at is not None:
