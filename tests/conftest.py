@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
+from sqlalchemy.engine import make_url
 
 from service import migrate
 from service.crypto import KeyRing
@@ -54,13 +55,53 @@ async def _reset_postgres(url: str) -> None:
         await connection.close()
 
 
+async def _create_postgres_database(url: str, name: str) -> str:
+    import asyncpg
+
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    return str(make_url(url).set(database=name).render_as_string(hide_password=False))
+
+
+_own_postgres: str | None = None
+
+
+def own_postgres_database() -> str:
+    """A database of this test run's own on the TEST_DATABASE_URL server, so that two runs at once
+    (a developer's and CI's, say) never reset each other's schema."""
+    global _own_postgres
+    if _own_postgres is None:
+        assert TEST_DATABASE_URL is not None
+        _own_postgres = asyncio.run(_create_postgres_database(TEST_DATABASE_URL, f"salesbot_test_{os.getpid()}"))
+    return _own_postgres
+
+
 def empty_database(backend: str, tmp_path: Path) -> str:
     """A database with nothing in it, for the backend asked for."""
     if backend == "sqlite":
         return sqlite_url(tmp_path / "data" / "tokens.db")
-    assert TEST_DATABASE_URL is not None
-    asyncio.run(_reset_postgres(TEST_DATABASE_URL))
-    return TEST_DATABASE_URL
+    url = own_postgres_database()
+    asyncio.run(_reset_postgres(url))
+    return url
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _own_postgres is not None and TEST_DATABASE_URL is not None:
+
+        async def drop() -> None:
+            import asyncpg
+
+            connection = await asyncpg.connect(TEST_DATABASE_URL.replace("postgresql+asyncpg://", "postgresql://"))
+            try:
+                await connection.execute(f'DROP DATABASE IF EXISTS "{make_url(_own_postgres).database}" WITH (FORCE)')
+            finally:
+                await connection.close()
+
+        asyncio.run(drop())
 
 
 @pytest.fixture
