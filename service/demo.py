@@ -1,0 +1,89 @@
+"""Demo mode: the whole service plus local Shopify and Facebook stand-ins, in one process.
+
+A throwaway secret and key, a fresh SQLite file in a temporary directory, and the sandbox mounted
+at /sandbox, so a newcomer can click through both flows with no accounts anywhere. The webhook
+buttons on the status page make the sandbox send what Shopify and Facebook would send.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount, Route
+
+from service import migrate
+from service.app import create_app
+from service.crypto import KeyRing, generate_key
+from service.errors import InvalidShop
+from service.providers.shopify import normalize_shop
+from service.routes.common import services
+from service.sandbox import Sandbox, SandboxConfig
+from service.settings import Settings, sqlite_url
+
+DEMO_SHOPIFY_KEY = "demo-shopify-api-key"
+DEMO_FACEBOOK_APP_ID = "1000000000000001"
+
+
+def demo_settings(base_url: str, data_dir: Path) -> Settings:
+    return Settings.from_environ(
+        {
+            "STATE_TOKEN_SECRET": secrets.token_urlsafe(32),
+            "TOKEN_ENCRYPTION_KEYS": generate_key(),
+            "DATABASE_URL": sqlite_url(data_dir / "demo.db"),
+            "SHOPIFY_API_KEY": DEMO_SHOPIFY_KEY,
+            "SHOPIFY_API_SECRET": secrets.token_urlsafe(24),
+            "SHOPIFY_REDIRECT_URI": f"{base_url}/shopify/callback",
+            "SHOPIFY_ADMIN_BASE_URL": f"{base_url}/sandbox/shopify/{{shop}}",
+            "FACEBOOK_APP_ID": DEMO_FACEBOOK_APP_ID,
+            "FACEBOOK_APP_SECRET": secrets.token_urlsafe(24),
+            "FACEBOOK_REDIRECT_URI": f"{base_url}/facebook/callback",
+            "FACEBOOK_DIALOG_BASE_URL": f"{base_url}/sandbox/facebook",
+            "FACEBOOK_GRAPH_BASE_URL": f"{base_url}/sandbox/graph",
+        },
+        env_file=None,
+    )
+
+
+async def _uninstall(request: Request) -> Response:
+    app = services(request)
+    form = await request.form()
+    try:
+        shop = normalize_shop(str(form.get("shop", "")))
+    except InvalidShop:
+        return RedirectResponse("/", status_code=303)
+    body, headers = app.demo.shopify_webhook(shop=shop, topic="app/uninstalled", payload={"shop_domain": shop})
+    await app.demo.deliver("/shopify/webhooks", body, headers, client=app.http)
+    return RedirectResponse("/", status_code=303)
+
+
+async def _deauthorize(request: Request) -> Response:
+    app = services(request)
+    signed = app.demo.facebook_signed_request({"user_id": app.demo.config.facebook_user_id})
+    await app.http.post(f"{app.demo.config.service_base_url}/facebook/deauthorize", data={"signed_request": signed})
+    return RedirectResponse("/", status_code=303)
+
+
+def create_demo_app(host: str, port: int, data_dir: Path) -> tuple[Starlette, Settings]:
+    """The demo app, its database migrated, ready for uvicorn on host:port."""
+    base_url = f"http://{host}:{port}"
+    settings = demo_settings(base_url, data_dir)
+    migrate.upgrade(settings.database_url, KeyRing.from_settings(settings))
+    sandbox = Sandbox(
+        SandboxConfig(
+            shopify_api_key=DEMO_SHOPIFY_KEY,
+            shopify_api_secret=str(settings.shopify_api_secret),
+            facebook_app_id=DEMO_FACEBOOK_APP_ID,
+            facebook_app_secret=str(settings.facebook_app_secret),
+            service_base_url=base_url,
+        )
+    )
+    routes = [
+        Mount("/sandbox", app=sandbox.app),
+        Route("/demo/uninstall", _uninstall, methods=["POST"]),
+        Route("/demo/deauthorize", _deauthorize, methods=["POST"]),
+    ]
+    return create_app(settings, extra_routes=routes, demo=sandbox), settings
