@@ -67,6 +67,12 @@ class ShopifyTokens:
             return self._still_valid(record, now)
         if not await self._take_lease(key, now):
             return await self._wait_for_other_process(key)
+        # Read again under the lease: another instance may have refreshed between our first read and
+        # our lease, and its refresh token has spent the one we read.
+        record = await self.store.get_record(key)
+        if record is None or not needs_refresh(record, now):
+            await self._release_lease(key)
+            return None if record is None else record.value
         try:
             fresh = await shopify.refresh_access_token(
                 self.http,

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import secrets
 from urllib.parse import urlsplit
 
-from sqlalchemy import delete, insert, or_, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from service import keys
+from service import keys, revocations
 from service.accounts import connect_rows
 from service.errors import (
     AccessDenied,
@@ -22,14 +19,13 @@ from service.errors import (
     NotConfigured,
     NotFound,
 )
-from service.models import DeletionRequest, utcnow
+from service.models import utcnow
 from service.oauth_state import begin_flow, finish_flow
 from service.providers import facebook
 from service.routes.common import browser_nonce, services, session_account, templates, wants_json
 from service.settings import Settings
-from service.store import TOKENS, TokenWrite
+from service.store import TokenWrite
 
-DELETIONS = DeletionRequest.__table__
 MAX_FORM_BYTES = 16 * 1024
 SINGLE_PARAMETERS = ("code", "state", "error", "error_reason")
 
@@ -170,31 +166,14 @@ def _user_id(payload: dict, name: str = "user_id") -> str | None:
     return text
 
 
-async def _forget_user(connection: AsyncConnection, user_id: str, *, erase_links: bool) -> int:
-    """Delete a Facebook user's token and the Page tokens their grant gave; with erase_links, also
-    the Pages' account links (data deletion forgets everything about the user)."""
-    page_ids = (
-        (await connection.execute(select(TOKENS.c.subject).where(TOKENS.c.granted_by == user_id))).scalars().all()
-    )
-    doomed = [keys.facebook_user_token_key(user_id)]
-    if erase_links:
-        doomed += [keys.page_uuid_key(page_id) for page_id in page_ids if page_id]
-    result = await connection.execute(
-        delete(TOKENS).where(or_(TOKENS.c.key.in_(doomed), TOKENS.c.granted_by == user_id))
-    )
-    return result.rowcount
-
-
 async def deauthorize(request: Request) -> Response:
     app = services(request)
     payload = await _signed_request(request)
     user_id, profile_id = _user_id(payload), _user_id(payload, "profile_id")
     if user_id is not None:
-        async with app.store.write_transaction() as connection:
-            deleted = await _forget_user(connection, user_id, erase_links=False)
+        deleted = await revocations.deauthorize_user(app.store, user_id)
     elif profile_id is not None:
-        # A Page removed the app: only that Page's token dies.
-        deleted = await app.store.delete_tokens([keys.page_token_key(profile_id)])
+        deleted = await revocations.remove_page(app.store, profile_id)
     else:
         raise InvalidSignedRequest("The signed_request names no user_id or profile_id.")
     return JSONResponse({"status": "ok", "deleted": deleted})
@@ -215,31 +194,14 @@ async def data_deletion(request: Request) -> Response:
     user_id = _user_id(payload)
     if user_id is None:
         raise InvalidSignedRequest("The signed_request names no user_id.")
-    code = secrets.token_hex(10)
-    async with app.store.write_transaction() as connection:
-        deleted = await _forget_user(connection, user_id, erase_links=True)
-        await connection.execute(
-            insert(DELETIONS).values(
-                confirmation_code=code,
-                facebook_user_id=user_id,
-                status="completed",
-                deleted_rows=deleted,
-                requested_at=utcnow(),
-            )
-        )
+    code, _deleted = await revocations.delete_user_data(app.store, user_id)
     url = f"{_public_base(request, app.settings)}/facebook/data-deletion/{code}"
     return JSONResponse({"url": url, "confirmation_code": code})
 
 
 async def deletion_status(request: Request) -> Response:
     app = services(request)
-    code = request.path_params["code"]
-    async with app.store.engine.connect() as connection:
-        row = (
-            (await connection.execute(select(DELETIONS).where(DELETIONS.c.confirmation_code == code[:64])))
-            .mappings()
-            .first()
-        )
+    row = await revocations.deletion_request(app.store, request.path_params["code"])
     if row is None:
         raise NotFound("No data-deletion request has this confirmation code.")
     view = {

@@ -6,28 +6,21 @@ import json
 import time
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, insert, select
-from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from service import keys
+from service import keys, revocations
 from service.accounts import connect_rows
 from service.errors import InvalidCallback, InvalidShop, NotConfigured, WebhookUnauthorized
-from service.models import WebhookDelivery, utcnow
+from service.models import utcnow
 from service.oauth_state import begin_flow, finish_flow
 from service.providers import shopify
 from service.routes.common import browser_nonce, services, session_account
 from service.settings import Settings
-from service.store import TOKENS, TokenWrite
+from service.store import TokenWrite
 
-DELIVERIES = WebhookDelivery.__table__
 MAX_WEBHOOK_BYTES = 1 << 20
-# Topics after which the shop's tokens must go. app/uninstalled: Shopify already revoked the token.
-# shop/redact (48 h after uninstall): erase everything about the shop, its account link included.
-UNINSTALL, SHOP_REDACT = "app/uninstalled", "shop/redact"
-ACKNOWLEDGED_TOPICS = {"customers/data_request", "customers/redact"}  # we keep no customer data
 
 
 def _credentials(settings: Settings) -> tuple[str, str, str]:
@@ -146,21 +139,16 @@ async def webhooks(request: Request) -> Response:
     webhook_id = request.headers.get("x-shopify-webhook-id", "")
     if not topic or not webhook_id or len(webhook_id) > 255:
         raise InvalidCallback("A Shopify webhook needs X-Shopify-Topic and X-Shopify-Webhook-Id headers.")
-    domain = _webhook_shop(request, body)
-    deleted = 0
-    try:
-        async with app.store.write_transaction() as connection:
-            # Recording the delivery and acting on it commit together: a failure redoes both.
-            await connection.execute(
-                insert(DELIVERIES).values(webhook_id=webhook_id, topic=topic, shop=domain, received_at=utcnow())
-            )
-            if topic in (UNINSTALL, SHOP_REDACT) and domain is not None:
-                deleted = await _forget_shop(connection, domain, topic, _triggered_at(request))
-    except IntegrityError:
-        return JSONResponse({"status": "duplicate", "webhook_id": webhook_id})
-    if topic not in ACKNOWLEDGED_TOPICS | {UNINSTALL, SHOP_REDACT}:
-        return JSONResponse({"status": "ignored", "topic": topic})
-    return JSONResponse({"status": "ok", "topic": topic, "deleted": deleted})
+    outcome = await revocations.shopify_webhook(
+        app.store,
+        webhook_id=webhook_id,
+        topic=topic,
+        shop_domain=_webhook_shop(request, body),
+        triggered_at=_triggered_at(request),
+    )
+    if outcome.status == "ok":
+        return JSONResponse({"status": "ok", "topic": topic, "deleted": outcome.deleted})
+    return JSONResponse({"status": outcome.status, "topic": topic, "webhook_id": webhook_id})
 
 
 def _webhook_shop(request: Request, body: bytes) -> str | None:
@@ -176,20 +164,6 @@ def _webhook_shop(request: Request, body: bytes) -> str | None:
         return shopify.normalize_shop(raw)
     except InvalidShop:
         raise InvalidCallback("The webhook names a shop that is not a Shopify shop domain.") from None
-
-
-async def _forget_shop(connection, domain: str, topic: str, triggered_at: datetime | None) -> int:
-    shop_key = shopify.shop_key(domain)
-    token_key = keys.shopify_token_key(shop_key)
-    if topic == UNINSTALL and triggered_at is not None:
-        # An uninstall that happened before the current token was stored (a reinstall raced the
-        # webhook) must not delete the new token.
-        updated = (await connection.execute(select(TOKENS.c.updated_at).where(TOKENS.c.key == token_key))).scalar()
-        if updated is not None and updated > triggered_at:
-            return 0
-    doomed = [token_key] if topic == UNINSTALL else [token_key, keys.shopify_uuid_key(shop_key)]
-    result = await connection.execute(delete(TOKENS).where(TOKENS.c.key.in_(doomed)))
-    return result.rowcount
 
 
 routes = [
