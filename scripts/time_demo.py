@@ -1,0 +1,56 @@
+"""Time complete Shopify + Facebook connections through `salesbot demo` under uvicorn on loopback.
+
+    .venv/bin/python scripts/time_demo.py [--runs 20]
+
+Each run is a new browser (its own cookies): Shopify login → consent → callback → token exchange
+→ stored, then Facebook login → consent → callback → code, long-lived token, /me, /me/accounts →
+stored, then the status page, checked to show one account with the store and three Pages. The
+figure is the median (and p90) wall time of one such run, HTTP client and server on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.demo_server import salesbot_server  # noqa: E402
+from tests.web import form_of  # noqa: E402
+
+
+def connect_both(base_url: str, shop: str) -> float:
+    started = time.perf_counter()
+    with httpx.Client(base_url=base_url, follow_redirects=True, timeout=10) as browser:
+        consent = browser.get(f"/shopify/{shop}/login")
+        action, fields = form_of(consent, "allow")
+        browser.post(action, data=fields).raise_for_status()
+        consent = browser.get("/facebook/login")
+        action, fields = form_of(consent, "allow")
+        browser.post(action, data=fields).raise_for_status()
+        view = browser.get("/", headers={"accept": "application/json"}).json()
+    elapsed = time.perf_counter() - started
+    assert view["missing"] == [] and len(view["pages"]) == 3, view
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args()
+    with salesbot_server("demo") as base_url:
+        connect_both(base_url, "warm-up")  # first-request costs (imports, connections) are not a merchant's
+        times = sorted(connect_both(base_url, f"shop-{n}") for n in range(args.runs))
+    p90 = times[int(0.9 * (len(times) - 1))]
+    print(f"runs={args.runs}: one Shopify + Facebook connection, median {statistics.median(times) * 1000:.1f} ms, "
+          f"p90 {p90 * 1000:.1f} ms, min {times[0] * 1000:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
