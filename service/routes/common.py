@@ -19,6 +19,14 @@ from service.store import TokenStore
 
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
 
+
+def _when(iso: str | None, absent: str) -> str:
+    # The page shows "2026-11-25 23:20 UTC"; JSON keeps the ISO form for scripts.
+    return absent if iso is None else iso[:16].replace("T", " ") + " UTC"
+
+
+templates.env.filters["when"] = _when
+
 TITLES = {
     "access_denied": "Nothing was connected",
     "invalid_state": "This sign-in link cannot be used",
