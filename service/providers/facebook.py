@@ -10,13 +10,14 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 
 from service import errors
+from service.providers.http import aware_utc, parse_json, send
 
 # 50 requests of 100 Pages each: far beyond any merchant, and a bound on a Graph that pages forever.
 MAX_PAGE_REQUESTS = 50
@@ -63,19 +64,6 @@ class Page:
     tasks: list[str]
 
 
-def _utc(now: datetime) -> datetime:
-    if now.utcoffset() is None:
-        raise ValueError("now must be a timezone-aware datetime")
-    return now.astimezone(UTC)
-
-
-def _json(content: bytes) -> Any:
-    try:
-        return json.loads(content)
-    except (ValueError, RecursionError):
-        return None
-
-
 def _graph_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -91,9 +79,7 @@ def _graph_error(status: int, body: Any, what: str) -> errors.ProviderError:
     if code == _TOKEN_INVALID:
         subcode = _graph_int(error.get("error_subcode"))
         detail = f"code 190, subcode {subcode}" if subcode is not None else "code 190"
-        return errors.TokenRevoked(
-            f"Facebook says the token is no longer valid ({detail}): connect the Page again"
-        )
+        return errors.TokenRevoked(f"Facebook says the token is no longer valid ({detail}): connect the Page again")
     return errors.ProviderError(f"Facebook answered {status} to the {what} (Graph error {code})")
 
 
@@ -115,7 +101,7 @@ def _user_token(body: dict[str, Any], *, now: datetime, what: str) -> UserToken:
     ):
         raise errors.ProviderError(f"the {what} response had an unusable expires_in")
     # Meta writes 0 for "does not expire by time".
-    expires_at = _utc(now) + timedelta(seconds=expires_in) if expires_in > 0 else None
+    expires_at = aware_utc(now) + timedelta(seconds=expires_in) if expires_in > 0 else None
     return UserToken(access_token=access_token, expires_at=expires_at)
 
 
@@ -152,9 +138,7 @@ class Graph:
     def __repr__(self) -> str:
         return f"Graph({self._versioned!r}, app_id={self._app_id!r})"
 
-    async def _get(
-        self, url: str, params: dict[str, str], *, what: str, token: str | None = None
-    ) -> dict[str, Any]:
+    async def _get(self, url: str, params: dict[str, str], *, what: str, token: str | None = None) -> dict[str, Any]:
         if token is not None:
             # With "Require App Secret" on, Graph refuses a user or Page token that comes without its proof.
             params = {
@@ -162,23 +146,10 @@ class Graph:
                 "access_token": token,
                 "appsecret_proof": appsecret_proof(token, self._app_secret),
             }
-        # Query strings here hold secrets and codes: nothing below may quote the URL, and `from None` keeps
-        # the httpx exception (which holds the request) out of tracebacks.
-        try:
-            response = await self._client.get(url, params=params, headers={"Accept": "application/json"})
-        except httpx.TimeoutException as exc:
-            raise errors.ProviderUnavailable(
-                f"Facebook did not answer the {what} in time ({type(exc).__name__})"
-            ) from None
-        except httpx.TransportError as exc:
-            raise errors.ProviderUnavailable(
-                f"could not reach Facebook for the {what} ({type(exc).__name__})"
-            ) from None
-        except httpx.HTTPError as exc:
-            raise errors.ProviderError(
-                f"Facebook's answer to the {what} was unreadable ({type(exc).__name__})"
-            ) from None
-        body = _json(response.content)
+        response = await send(
+            self._client, "Facebook", "GET", url, what=what, params=params, headers={"Accept": "application/json"}
+        )
+        body = parse_json(response.content)
         if not response.is_success or (isinstance(body, dict) and "error" in body):
             raise _graph_error(response.status_code, body, what)
         if body is None:
@@ -188,7 +159,7 @@ class Graph:
         return body
 
     async def exchange_code(self, *, code: str, redirect_uri: str, now: datetime) -> UserToken:
-        _utc(now)  # fail on a naive clock before a single-use code is spent
+        aware_utc(now)  # fail on a naive clock before a single-use code is spent
         params = {
             "client_id": self._app_id,
             "redirect_uri": redirect_uri,
@@ -199,22 +170,18 @@ class Graph:
         return _user_token(body, now=now, what="code exchange")
 
     async def long_lived(self, user_token: str, *, now: datetime) -> UserToken:
-        _utc(now)  # fail on a naive clock before anything is sent
+        aware_utc(now)  # fail on a naive clock before anything is sent
         params = {
             "grant_type": "fb_exchange_token",
             "client_id": self._app_id,
             "client_secret": self._app_secret,
             "fb_exchange_token": user_token,
         }
-        body = await self._get(
-            f"{self._versioned}/oauth/access_token", params, what="long-lived token exchange"
-        )
+        body = await self._get(f"{self._versioned}/oauth/access_token", params, what="long-lived token exchange")
         return _user_token(body, now=now, what="long-lived token exchange")
 
     async def me(self, user_token: str) -> dict[str, str]:
-        body = await self._get(
-            f"{self._versioned}/me", {"fields": "id,name"}, what="profile request", token=user_token
-        )
+        body = await self._get(f"{self._versioned}/me", {"fields": "id,name"}, what="profile request", token=user_token)
         user_id, name = body.get("id"), body.get("name")
         if not isinstance(user_id, str) or not user_id:
             raise errors.ProviderError("the profile response had no id")
@@ -289,7 +256,7 @@ def parse_signed_request(signed_request: str, *, app_secret: str) -> dict[str, A
     if not hmac.compare_digest(signature, _signature(payload_part, app_secret)):
         raise errors.InvalidSignedRequest("the signed_request's signature does not match its payload")
     raw = _b64url_decode(payload_part)
-    payload = _json(raw) if raw is not None else None
+    payload = parse_json(raw) if raw is not None else None
     if not isinstance(payload, dict):
         raise errors.InvalidSignedRequest("the signed_request's payload is not a base64url JSON object")
     algorithm = payload.get("algorithm")

@@ -5,18 +5,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 
 from service import errors
+from service.providers.http import aware_utc, parse_json, send
 
 SHOP_SUFFIX = ".myshopify.com"
 # Shopify's documented lifetime of an expiring offline access token, for responses that forget expires_in.
@@ -59,9 +59,7 @@ def normalize_shop(raw: str) -> str:
         if _SHOP_NAME.fullmatch(name):
             return name + SHOP_SUFFIX
     shown = repr(raw) if len(raw) <= 100 and raw.isascii() and raw.isprintable() else "the shop name"
-    raise errors.InvalidShop(
-        f"{shown} is not a valid Shopify shop name: give the store's name or name.myshopify.com"
-    )
+    raise errors.InvalidShop(f"{shown} is not a valid Shopify shop name: give the store's name or name.myshopify.com")
 
 
 def shop_key(shop_domain: str) -> str:
@@ -73,12 +71,8 @@ def admin_base_url(template: str, shop_domain: str) -> str:
     return template.replace("{shop}", normalize_shop(shop_domain)).removesuffix("/")
 
 
-def authorize_url(
-    *, admin_base: str, client_id: str, scopes: list[str], redirect_uri: str, state: str
-) -> str:
-    query = urlencode(
-        {"client_id": client_id, "scope": ",".join(scopes), "redirect_uri": redirect_uri, "state": state}
-    )
+def authorize_url(*, admin_base: str, client_id: str, scopes: list[str], redirect_uri: str, state: str) -> str:
+    query = urlencode({"client_id": client_id, "scope": ",".join(scopes), "redirect_uri": redirect_uri, "state": state})
     return f"{admin_base}/admin/oauth/authorize?{query}"
 
 
@@ -164,9 +158,7 @@ def check_scopes(requested: list[str], granted: str) -> list[str]:
             continue
         missing.append(scope)
     if missing:
-        raise errors.ScopeMismatch(
-            f"Shopify did not grant the scopes {', '.join(missing)}: install the app again"
-        )
+        raise errors.ScopeMismatch(f"Shopify did not grant the scopes {', '.join(missing)}: install the app again")
     return granted_list
 
 
@@ -182,41 +174,8 @@ class ShopifyToken:
     refresh_expires_at: datetime | None
 
 
-def _utc(now: datetime) -> datetime:
-    if now.utcoffset() is None:
-        raise ValueError("now must be a timezone-aware datetime")
-    return now.astimezone(UTC)
-
-
-async def _send(
-    client: httpx.AsyncClient, method: str, url: str, *, what: str, **kwargs: Any
-) -> httpx.Response:
-    # `from None`: the httpx exception holds the request, and no secret should ride along in a traceback.
-    try:
-        return await client.request(method, url, **kwargs)
-    except httpx.TimeoutException as exc:
-        raise errors.ProviderUnavailable(
-            f"Shopify did not answer the {what} in time ({type(exc).__name__})"
-        ) from None
-    except httpx.TransportError as exc:
-        raise errors.ProviderUnavailable(
-            f"could not reach Shopify for the {what} ({type(exc).__name__})"
-        ) from None
-    except httpx.HTTPError as exc:
-        raise errors.ProviderError(
-            f"Shopify's answer to the {what} was unreadable ({type(exc).__name__})"
-        ) from None
-
-
-def _json(content: bytes) -> Any:
-    try:
-        return json.loads(content)
-    except (ValueError, RecursionError):
-        return None
-
-
 def _error_code(response: httpx.Response) -> str | None:
-    body = _json(response.content)
+    body = parse_json(response.content)
     code = body.get("error") if isinstance(body, dict) else None
     return code if isinstance(code, str) and _ERROR_CODE.fullmatch(code) else None
 
@@ -250,7 +209,7 @@ def _token(body: dict[str, Any], *, now: datetime, what: str) -> ShopifyToken:
     expires_in = _seconds(body, "expires_in", what)
     refresh_expires_in = _seconds(body, "refresh_token_expires_in", what)
 
-    issued = _utc(now)
+    issued = aware_utc(now)
     if expires_in is not None:
         expires_at: datetime | None = issued + timedelta(seconds=expires_in)
     elif refresh_token is not None:
@@ -277,9 +236,10 @@ async def _token_request(
     what: str,
     invalid_grant_revokes: bool = False,
 ) -> ShopifyToken:
-    _utc(now)  # fail on a naive clock before anything is sent
-    response = await _send(
+    aware_utc(now)  # fail on a naive clock before anything is sent
+    response = await send(
         client,
+        "Shopify",
         "POST",
         f"{admin_base}/admin/oauth/access_token",
         what=what,
@@ -290,12 +250,10 @@ async def _token_request(
         code = _error_code(response)
         if invalid_grant_revokes and response.status_code in (400, 401) and code == "invalid_grant":
             # The refresh token was used already or is past its 90 days: only a new install helps.
-            raise errors.TokenRevoked(
-                "Shopify refused the refresh token (invalid_grant): install the app again"
-            )
+            raise errors.TokenRevoked("Shopify refused the refresh token (invalid_grant): install the app again")
         detail = f" ({code})" if code else ""
         raise errors.ProviderError(f"Shopify answered {response.status_code} to the {what}{detail}")
-    body = _json(response.content)
+    body = parse_json(response.content)
     if body is None:
         raise errors.ProviderError(f"the {what} response was not valid JSON")
     if not isinstance(body, dict):
@@ -362,8 +320,9 @@ async def migrate_to_expiring(
 async def token_works(
     client: httpx.AsyncClient, *, admin_base: str, access_token: str, api_version: str = "2026-10"
 ) -> bool:
-    response = await _send(
+    response = await send(
         client,
+        "Shopify",
         "GET",
         f"{admin_base}/admin/api/{api_version}/shop.json",
         what="shop check",

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.templating import Jinja2Templates
 
-from service.errors import ServiceError
+from service.errors import NotConfigured, ServiceError
 from service.refresh import ShopifyTokens
 from service.settings import Settings
 from service.store import TokenStore
@@ -48,6 +48,13 @@ class Services:
     http: httpx.AsyncClient
     shopify_tokens: ShopifyTokens
     demo: Any = None  # the Sandbox, in demo mode
+
+
+def require_settings(provider: str, **values: object) -> None:
+    """Refuse a route whose settings this deployment did not give, naming each missing variable."""
+    missing = [name for name, value in values.items() if not value]
+    if missing:
+        raise NotConfigured(f"{provider} is not configured: set {', '.join(missing)}.")
 
 
 def services(request: Request) -> Services:

@@ -16,13 +16,12 @@ from service.errors import (
     InvalidCallback,
     InvalidSignedRequest,
     InvalidState,
-    NotConfigured,
     NotFound,
 )
 from service.models import utcnow
 from service.oauth_state import begin_flow, finish_flow
 from service.providers import facebook
-from service.routes.common import browser_nonce, services, session_account, templates, wants_json
+from service.routes.common import browser_nonce, require_settings, services, session_account, templates, wants_json
 from service.settings import Settings
 from service.store import TokenWrite
 
@@ -31,17 +30,12 @@ SINGLE_PARAMETERS = ("code", "state", "error", "error_reason")
 
 
 def _credentials(settings: Settings) -> tuple[str, str, str]:
-    missing = [
-        name
-        for name, value in (
-            ("FACEBOOK_APP_ID", settings.facebook_app_id),
-            ("FACEBOOK_APP_SECRET", settings.facebook_app_secret),
-            ("FACEBOOK_REDIRECT_URI", settings.facebook_redirect_uri),
-        )
-        if not value
-    ]
-    if missing:
-        raise NotConfigured(f"Facebook is not configured: set {', '.join(missing)}.")
+    require_settings(
+        "Facebook",
+        FACEBOOK_APP_ID=settings.facebook_app_id,
+        FACEBOOK_APP_SECRET=settings.facebook_app_secret,
+        FACEBOOK_REDIRECT_URI=settings.facebook_redirect_uri,
+    )
     return settings.facebook_app_id, str(settings.facebook_app_secret), settings.facebook_redirect_uri  # type: ignore[return-value]
 
 

@@ -16,7 +16,7 @@ from service.errors import InvalidCallback, InvalidShop, NotConfigured, WebhookU
 from service.models import utcnow
 from service.oauth_state import begin_flow, finish_flow
 from service.providers import shopify
-from service.routes.common import browser_nonce, services, session_account
+from service.routes.common import browser_nonce, require_settings, services, session_account
 from service.settings import Settings
 from service.store import TokenWrite
 
@@ -24,17 +24,12 @@ MAX_WEBHOOK_BYTES = 1 << 20
 
 
 def _credentials(settings: Settings) -> tuple[str, str, str]:
-    missing = [
-        name
-        for name, value in (
-            ("SHOPIFY_API_KEY", settings.shopify_api_key),
-            ("SHOPIFY_API_SECRET", settings.shopify_api_secret),
-            ("SHOPIFY_REDIRECT_URI", settings.shopify_redirect_uri),
-        )
-        if not value
-    ]
-    if missing:
-        raise NotConfigured(f"Shopify is not configured: set {', '.join(missing)}.")
+    require_settings(
+        "Shopify",
+        SHOPIFY_API_KEY=settings.shopify_api_key,
+        SHOPIFY_API_SECRET=settings.shopify_api_secret,
+        SHOPIFY_REDIRECT_URI=settings.shopify_redirect_uri,
+    )
     return settings.shopify_api_key, str(settings.shopify_api_secret), settings.shopify_redirect_uri  # type: ignore[return-value]
 
 
