@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, ForeignKey, Integer, MetaData, String, Text
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, MetaData, String, Text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -123,3 +123,21 @@ class DeletionRequest(Base):
     status: Mapped[str] = mapped_column(String(16))
     deleted_rows: Mapped[int] = mapped_column(Integer)
     requested_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class TokenVersion(Base):
+    """One row: a counter that triggers on `tokens` bump whenever a key or value changes (revision 0004)."""
+
+    __tablename__ = "token_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column(BigInteger)
+
+
+class TokenChange(Base):
+    """The key a change touched, at the counter value it got: what a process re-reads to stay fresh."""
+
+    __tablename__ = "token_changes"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    key: Mapped[str] = mapped_column(Text)
