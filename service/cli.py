@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import secrets
 import sys
@@ -17,6 +18,7 @@ from typing import Any
 
 from service.crypto import KeyRing, generate_key
 from service.errors import ServiceError
+from service.security import warn_insecure_files
 from service.settings import Settings
 from service.store import TOKEN_TYPES, TokenStore
 
@@ -40,6 +42,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from service import migrate
 
     settings = _settings(args)
+    warn_insecure_files(settings)
     migrate.upgrade(settings.database_url, KeyRing.from_settings(settings), args.revision)
     print(f"Database upgraded to {args.revision} ({migrate.head_revision()} is head).")
     return EXIT_OK
@@ -106,13 +109,41 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # At DEBUG, SQLAlchemy logs result rows, i.e. ciphertexts: never let --log-level debug reach it.
+    logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.app import create_app
 
     settings = _settings(args)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    _configure_logging(args.log_level)
+    warn_insecure_files(settings)  # a .env or database other users can read: say so, naming the file
+    # uvicorn's access log prints query strings, which carry OAuth codes: ours (app.ContainErrors) does not.
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import tempfile
+
+    import uvicorn
+
+    from service.demo import create_demo_app
+
+    _configure_logging(args.log_level)
+    with tempfile.TemporaryDirectory(prefix="salesbot-demo-") as data_dir:
+        app, _settings_used = create_demo_app(args.host, args.port, Path(data_dir))
+        print(
+            f"salesbot demo: open http://{args.host}:{args.port}/ (Shopify and Facebook are local stand-ins; "
+            "data is thrown away on exit).",
+            file=sys.stderr,
+        )
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return EXIT_OK
 
 
@@ -137,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("init", help="write a .env with fresh secrets (never overwrites)").set_defaults(
         handler=cmd_init
     )
+
+    demo = commands.add_parser("demo", help="serve with local Shopify and Facebook stand-ins, no accounts needed")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=5000)
+    demo.add_argument("--log-level", default="info")
+    demo.set_defaults(handler=cmd_demo)
 
     migrate = commands.add_parser("migrate", help="upgrade the database schema (adopts a seed tokens.db in place)")
     migrate.add_argument("revision", nargs="?", default="head")
@@ -164,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
         dest="keys_command", required=True, metavar="ACTION"
     )
     keys.add_parser("generate", help="print a new Fernet key").set_defaults(handler=cmd_keys_generate)
+
+    from service.jobs.commands import add_commands
+
+    add_commands(commands, keys=keys, tokens=tokens)
     return parser
 
 

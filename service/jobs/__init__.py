@@ -1,0 +1,1 @@
+"""Operator jobs that run against a live store: key rotation, imports, backups, token checks."""
