@@ -31,6 +31,7 @@ from service.errors import ServiceError
 from service.refresh import ShopifyTokens
 from service.routes import facebook, shopify, status
 from service.routes.common import Services, error_response
+from service.security import redact_http_logs
 from service.settings import Settings
 from service.store import TokenStore
 
@@ -103,6 +104,7 @@ def create_app(
     demo: Any = None,
 ) -> Starlette:
     keyring = KeyRing.from_settings(settings)  # a bad key fails here, before anything listens
+    redact_http_logs()  # httpx logs full URLs at INFO, and Graph URLs carry secrets and codes
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -1,0 +1,81 @@
+"""Start-up guards: files other users can read, and log lines that would carry secrets in URLs.
+
+- `insecure_files(settings)` names the settings file and the SQLite database (with its -wal and -shm
+  files and its directory) when users other than the owner may read or write them; `salesbot serve`
+  and `salesbot migrate` print a warning for each at start-up. The service creates its own files
+  0600 and its data directory 0700 (service/db.py, `salesbot init`); this catches files made by hand.
+- `redact_http_logs()` puts a filter on httpx's logger: httpx logs every request's full URL at INFO,
+  and Graph URLs carry client_secret, code, access_token and appsecret_proof in their query strings.
+  The filter keeps the method, host and path and drops the query.
+"""
+
+from __future__ import annotations
+
+import logging
+import stat
+from pathlib import Path
+
+from service.db import sqlite_file
+from service.settings import Settings
+
+logger = logging.getLogger("salesbot.security")
+
+
+def _loose(path: Path, *, directory: bool = False) -> str | None:
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None
+    # A directory others may enter and list (but not write) only shows names; files must be owner-only.
+    bad = mode & (0o022 if directory else 0o077)
+    if not bad:
+        return None
+    who = "written by other users" if bad & 0o022 else "readable by other users"
+    fix = "700" if directory else "600"
+    return f"{path} is {who} (mode {mode:04o}); run: chmod {fix} {path}"
+
+
+def insecure_files(settings: Settings) -> list[str]:
+    """One sentence per file or directory that others can get at, naming it and the fix."""
+    problems: list[str] = []
+    if settings.env_file is not None:
+        problems.append(_loose(Path(settings.env_file)) or "")
+    database = sqlite_file(settings.database_url)
+    if database is not None:
+        problems.append(_loose(database.resolve().parent, directory=True) or "")
+        for suffix in ("", "-wal", "-shm"):
+            problems.append(_loose(Path(f"{database}{suffix}")) or "")
+    return [problem for problem in problems if problem]
+
+
+def warn_insecure_files(settings: Settings) -> list[str]:
+    problems = insecure_files(settings)
+    for problem in problems:
+        logger.warning("%s", problem)
+    return problems
+
+
+class _DropQuery(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_without_query(arg) for arg in record.args)
+        return True
+
+
+def _without_query(arg: object) -> object:
+    # httpx passes request.url (an httpx.URL) as an argument; anything with a query loses it.
+    query = getattr(arg, "query", None)
+    copy_with = getattr(arg, "copy_with", None)
+    if query and callable(copy_with):
+        return str(copy_with(query=None)) + "?[query hidden]"
+    return arg
+
+
+_FILTER = _DropQuery()
+
+
+def redact_http_logs() -> None:
+    """Idempotent: one filter on the "httpx" logger, whatever logging configuration comes later."""
+    http_logger = logging.getLogger("httpx")
+    if _FILTER not in http_logger.filters:
+        http_logger.addFilter(_FILTER)

@@ -1,0 +1,101 @@
+"""The session cookie: signed, HttpOnly, SameSite=Lax, Secure on request, expiring; not movable between browsers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import itsdangerous
+import pytest
+
+from service.app import SESSION_MAX_AGE, session_secret
+from service.settings import Settings
+from tests.routes.helpers import error_code, snapshot
+from tests.web import SANDBOX, click, running_app
+
+
+def set_cookie(response) -> str:
+    return next(v for k, v in response.headers.multi_items() if k == "set-cookie" and v.startswith("salesbot_session="))
+
+
+@pytest.mark.parametrize("secure", [False, True])
+async def test_cookie_flags(migrated: Settings, secure: bool) -> None:
+    extra = {"SESSION_COOKIE_SECURE": "true"} if secure else {}
+    async with running_app(migrated.database_url, **extra) as web:
+        response = await web.browser.get("/facebook/login", follow_redirects=False)
+        attributes = [part.strip().lower() for part in set_cookie(response).split(";")]
+        assert "httponly" in attributes and "samesite=lax" in attributes and "path=/" in attributes
+        assert f"max-age={SESSION_MAX_AGE}" in attributes and SESSION_MAX_AGE <= 14 * 24 * 3600
+        assert ("secure" in attributes) is secure
+
+
+def state_of(response) -> str:
+    return parse_qs(urlsplit(response.headers["location"]).query)["state"][0]
+
+
+async def test_a_state_does_not_work_in_another_browser_or_with_a_tampered_cookie(migrated: Settings) -> None:
+    async with running_app(migrated.database_url) as web:
+        login = await web.browser.get("/facebook/login", follow_redirects=False)
+        consent = await web.browser.get(login.headers["location"])
+        assert str(consent.url).startswith(SANDBOX)
+        # Let the sandbox redirect, but do not follow it: take the callback URL (code + state) to other browsers.
+        web.browser.follow_redirects = False
+        redirect = await click(web.browser, consent, "allow")
+        web.browser.follow_redirects = True
+        callback = redirect.headers["location"]
+        before = await snapshot(web.store)
+
+        thief = web.new_browser()  # no cookie at all
+        response = await thief.get(callback)
+        assert response.status_code == 400 and error_code(response) == "invalid_state"
+
+        thief_with_own_session = web.new_browser()  # a session of its own, with a flow of its own
+        await thief_with_own_session.get("/facebook/login", follow_redirects=False)
+        response = await thief_with_own_session.get(callback)
+        assert response.status_code == 400 and error_code(response) == "invalid_state"
+
+        original = web.browser.cookies["salesbot_session"]
+        payload, _, rest = original.partition(".")
+        data = json.loads(base64.b64decode(payload + "=" * (-len(payload) % 4)))
+        forged_payload = base64.b64encode(json.dumps({**data, "browser": data["browser"] + "x"}).encode()).decode()
+        for tampered in (
+            forged_payload + "." + rest,  # other contents, old signature
+            original[:-2] + ("AA" if not original.endswith("AA") else "BB"),  # signature bit-flipped
+            original.split(".")[0],  # signature cut off
+            itsdangerous.TimestampSigner("not-our-secret").sign(payload).decode(),  # signed by someone else
+        ):
+            forger = web.new_browser()
+            response = await forger.get(callback, headers={"cookie": f"salesbot_session={tampered}"})
+            assert response.status_code == 400 and error_code(response) == "invalid_state", tampered
+        assert await snapshot(web.store) == before
+        # The browser that started it still can: none of the above spent the state.
+        done = await web.browser.get(callback)
+        assert done.status_code == 200 and done.url.path == "/"
+
+
+async def test_an_expired_cookie_is_ignored_by_the_server(migrated: Settings) -> None:
+    async with running_app(migrated.database_url) as web:
+        login = await web.browser.get("/shopify/acme-7cu19ngr/login", follow_redirects=False)
+        assert login.status_code == 302
+        payload = web.browser.cookies["salesbot_session"].split(".")[0]
+
+        class LongAgo(itsdangerous.TimestampSigner):
+            def get_timestamp(self) -> int:
+                return int(time.time()) - SESSION_MAX_AGE - 60
+
+        old = LongAgo(session_secret(web.settings)).sign(payload).decode()
+        fresh = itsdangerous.TimestampSigner(session_secret(web.settings)).sign(payload).decode()
+        status = await web.browser.get(
+            "/", headers={"cookie": f"salesbot_session={fresh}", "accept": "application/json"}
+        )
+        assert status.status_code == 200
+        # Same contents, correctly signed, but older than Max-Age: the server treats it as no session.
+        from tests.routes.helpers import callback_params, shopify_callback
+
+        url = shopify_callback(callback_params(state_of(login)))
+        stale = web.new_browser()
+        response = await stale.get(url, headers={"cookie": f"salesbot_session={old}"})
+        assert response.status_code == 400 and error_code(response) == "invalid_state"
+        assert "another browser" not in response.text  # it found no session at all
