@@ -16,12 +16,21 @@ Freshness, as the store promises it:
   more than `stale_after` after its commit, and in a busy process seldom more than `refresh_after`.
   A poll is one single-row query while nothing changed. A failed poll is not fresh: reads wait for
   (and fail with) the next one rather than serve values of unknown age.
+- Other processes on the same SQLite file, strictly: every write_transaction() that changed tokens
+  writes a new random value into a small shared memory-mapped file beside the database
+  (`tokens.db-changed`, a ChangeSignal) after its commit and before it returns. A cache hit first
+  compares that value (a memory read, no system call) with the one current at our last poll; if it
+  moved, the read polls before answering. So a token revoked by another process's request is never
+  handed out here once that request has returned. (Writers outside the store, such as the sqlite3
+  prompt, do not signal: for them the 1 s bound holds. PostgreSQL instances may share no disk: 1 s.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import mmap
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -45,11 +54,39 @@ APPLIED_OPTION = "salesbot_changes_applied"
 _COMMITTED = "salesbot_committed"
 
 
+class ChangeSignal:
+    """Eight shared bytes beside a SQLite database that every writer sets to a fresh random value.
+
+    Random rather than a counter: two processes incrementing at once could both write the same
+    number, and a reader would miss the second change; two random values collide once in 2**64."""
+
+    SIZE = 8
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < self.SIZE:
+                os.ftruncate(fd, self.SIZE)
+            self._map = mmap.mmap(fd, self.SIZE)
+        finally:
+            os.close(fd)  # the mapping keeps the file open
+
+    def value(self) -> bytes:
+        return self._map[: self.SIZE]
+
+    def bump(self) -> None:
+        self._map[: self.SIZE] = os.urandom(self.SIZE)
+
+    def close(self) -> None:
+        self._map.close()
+
+
 @dataclass(frozen=True)
 class Changes:
     version: int
     keys: frozenset[str] | None  # None: anything may have changed, drop everything
     started: float  # monotonic time before the version was read: the view is at least this fresh
+    signal: bytes | None = None  # the ChangeSignal's value before the version was read
 
 
 class ChangeFeed:
@@ -60,9 +97,12 @@ class ChangeFeed:
         *,
         stale_after: float = STALE_AFTER_SECONDS,
         refresh_after: float = REFRESH_AFTER_SECONDS,
+        signal: ChangeSignal | None = None,
     ) -> None:
         self.engine = engine
         self.cache = cache
+        self.signal = signal
+        self.signal_seen: bytes | None = None
         self.stale_after = stale_after
         self.refresh_after = min(refresh_after, stale_after)
         self.seen: int | None = None
@@ -79,6 +119,8 @@ class ChangeFeed:
         synced_at = self.synced_at
         if synced_at <= self.dirty_at:
             return False
+        if self.signal is not None and self.signal.value() != self.signal_seen:
+            return False  # a writer on this machine committed since our last poll
         age = time.monotonic() - synced_at
         if age < self.refresh_after:
             return True
@@ -118,22 +160,23 @@ class ChangeFeed:
             await connection.execute(select(VERSION.c.version).where(VERSION.c.id == 1).with_for_update())
 
     async def read(self, connection: AsyncConnection) -> Changes:
+        signal = None if self.signal is None else self.signal.value()
         started = time.monotonic()
         seen = self.seen
         version = (await connection.execute(select(VERSION.c.version).where(VERSION.c.id == 1))).scalar_one()
         if seen is not None and version == seen:
-            return Changes(version, frozenset(), started)
+            return Changes(version, frozenset(), started, signal)
         if seen is None or version < seen or version - seen > FULL_FLUSH_AFTER:
             # First sync, a database restored or replaced under us, or far behind.
-            return Changes(version, None, started)
+            return Changes(version, None, started, signal)
         rows = (
             await connection.execute(
                 select(CHANGES.c.key).where(CHANGES.c.seq > seen, CHANGES.c.seq <= version).order_by(CHANGES.c.seq)
             )
         ).all()
         if len(rows) != version - seen:
-            return Changes(version, None, started)  # pruned under us
-        return Changes(version, frozenset(key for (key,) in rows), started)
+            return Changes(version, None, started, signal)  # pruned under us
+        return Changes(version, frozenset(key for (key,) in rows), started, signal)
 
     def apply(self, changes: Changes) -> None:
         if changes.keys is None:
@@ -143,7 +186,14 @@ class ChangeFeed:
             self.cache.invalidate(changes.keys)
             if self.seen is None or changes.version > self.seen:
                 self.seen = changes.version
-        self.synced_at = max(self.synced_at, changes.started)
+        if changes.started >= self.synced_at:
+            self.synced_at = changes.started
+            self.signal_seen = changes.signal
+
+    def announce(self, changes: Changes) -> None:
+        """After a commit that changed tokens: tell the other processes on this machine."""
+        if self.signal is not None and changes.keys != frozenset():
+            self.signal.bump()
 
     def invalidate(self, keys: Iterable[str]) -> None:
         self.cache.invalidate(keys)
@@ -173,6 +223,8 @@ class ChangeFeed:
         if self._poll is not None and not self._poll.done():
             self._poll.cancel()
             await asyncio.gather(self._poll, return_exceptions=True)
+        if self.signal is not None:
+            self.signal.close()
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:

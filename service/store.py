@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service import bulk_upsert, keys
 from service.cache import MISSING, TokenCache
-from service.changes import APPLIED_OPTION, ChangeFeed
+from service.changes import APPLIED_OPTION, ChangeFeed, ChangeSignal
 from service.crypto import KeyRing
 from service.db import create_engine, is_sqlite, sqlite_file, write_connection
 from service.errors import InvalidInput, NotConfigured, SchemaOutOfDate, UndecryptableValue
@@ -132,7 +132,7 @@ class TokenStore:
         # SQLite: cache misses are read on a plain sqlite3 connection in a thread of its own, query and
         # decryption in one hop (a third of the time through SQLAlchemy and aiosqlite, measured).
         self._reader = SQLiteReader(path) if path is not None else None
-        self.changes = ChangeFeed(engine, self.cache)
+        self.changes = ChangeFeed(engine, self.cache, signal=None if path is None else ChangeSignal(f"{path}-changed"))
         # Each item is one store_tokens() call: its writes stay together (all or none) inside a batch.
         self._writes: GroupCommit[Sequence[TokenWrite]] = GroupCommit(self._write_batch)
 
@@ -188,6 +188,7 @@ class TokenStore:
                     yield connection
                     changes = await self.changes.read(connection)
                 self.changes.apply(changes)
+                self.changes.announce(changes)
                 # Values this transaction wrote and knows in plaintext (group commit's batches), put in
                 # the cache right after the invalidation, with no await between: nothing newer can be
                 # applied in between, so the next read is a hit instead of a miss.

@@ -303,3 +303,34 @@ async def test_many_writes_and_reads_stay_fresh(store: TokenStore) -> None:
 
     await asyncio.gather(*(writer(key) for key in keys), *(reader(key) for key in keys for _ in range(4)))
     assert stale == 0
+
+
+ONLY_SQLITE_NOTE = "the same-machine signal is SQLite's; PostgreSQL instances keep the 1 s bound (tested above)"
+
+
+async def test_a_revocation_by_another_process_is_never_served_after_it_returned(
+    store: TokenStore, migrated: Settings, backend: str
+) -> None:
+    if backend != "sqlite":
+        # PostgreSQL: no shared file, so the bound above is the promise; assert it has no signal.
+        assert store.changes.signal is None, ONLY_SQLITE_NOTE
+        return
+    environ = {
+        "STATE_TOKEN_SECRET": str(migrated.state_token_secret),
+        "TOKEN_ENCRYPTION_KEYS": ",".join(str(k) for k in migrated.token_encryption_keys),
+        "DATABASE_URL": migrated.database_url,
+    }
+    key = "SHOPIFY_ACCESS_TOKEN_revoked"
+    await store.store_token(key, "shpat_live")
+    assert await store.get_token(key) == "shpat_live"
+    # Take the time bound out of play: only the signal can tell this process about the delete.
+    store.changes.stale_after = store.changes.refresh_after = 3600.0
+    await store.changes.sync()
+    assert await store.get_token(key) == "shpat_live"  # a cache hit now
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PROCESS.format(root=str(ROOT), environ=environ), "delete", key, stderr=subprocess.PIPE
+    )
+    _, stderr = await process.communicate()
+    assert process.returncode == 0, stderr.decode()
+    # The uninstall's request has returned: the very next read must not hand the token out.
+    assert await store.get_token(key) is None
