@@ -34,7 +34,7 @@ from cryptography.fernet import Fernet
 from service import migrate
 from service.crypto import KeyRing
 from service.settings import Settings, sqlite_url
-from tests.demo_server import free_port, wait_healthy
+from tests.demo_server import free_port, stop, wait_healthy
 from tests.reliability.live import live_environ, sandbox_for, serve_in_thread
 from tests.web import SHOPIFY_SECRET, form_of
 
@@ -60,12 +60,7 @@ def serve_process(port: int, environ: dict[str, str], cwd: Path, log: Path) -> I
             wait_healthy(base, process)
             yield base
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop(process)
 
 
 @dataclass
