@@ -48,8 +48,10 @@ def main() -> None:
         connect_both(base_url, "warm-up")  # first-request costs (imports, connections) are not a merchant's
         times = sorted(connect_both(base_url, f"shop-{n}") for n in range(args.runs))
     p90 = times[int(0.9 * (len(times) - 1))]
-    print(f"runs={args.runs}: one Shopify + Facebook connection, median {statistics.median(times) * 1000:.1f} ms, "
-          f"p90 {p90 * 1000:.1f} ms, min {times[0] * 1000:.1f} ms")
+    print(
+        f"runs={args.runs}: one Shopify + Facebook connection, median {statistics.median(times) * 1000:.1f} ms, "
+        f"p90 {p90 * 1000:.1f} ms, min {times[0] * 1000:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

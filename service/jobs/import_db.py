@@ -3,8 +3,9 @@
 The other file is opened read-only (`mode=ro`) and read in key order, a batch at a time. Each value
 is decrypted with a ring made of our current keys, the key derived from the other database's
 STATE_TOKEN_SECRET (the variable named by --secret-env, default our own STATE_TOKEN_SECRET), then
-stored under our primary key through the store's upsert, which keeps the type and links UUID entries
-to accounts. Columns of ours that the other file has (expiry, scopes, refresh token...) come along.
+stored under our primary key as the store's upsert stores it (keeping the type, linking UUID entries to
+accounts), a batch in a few statements (service/jobs/writing.py). Columns of ours that the other
+file has (expiry, scopes, refresh token...) come along.
 
 Before anything is written, the first row must decrypt: a wrong secret stops the run with a message
 naming the variable, and nothing changes. Later rows that do not decrypt are reported by key and

@@ -2,26 +2,36 @@
 
 An import must never replace a value already in the store unless told to (`--overwrite`). The check
 and the write therefore happen in the same write transaction: on SQLite that transaction holds the
-write lock from BEGIN IMMEDIATE; on PostgreSQL the rows that exist are locked with FOR UPDATE, and a
-row that does not exist yet is claimed with INSERT ... ON CONFLICT DO NOTHING, so a token the service
-writes between our read and our write is reported as "written meanwhile", never overwritten.
+write lock from BEGIN IMMEDIATE; on PostgreSQL the rows that exist are locked with FOR UPDATE, and the
+rows that do not exist yet are claimed with one INSERT ... ON CONFLICT DO NOTHING RETURNING key, so a
+token the service writes between our read and our write is reported as "written meanwhile", never
+overwritten.
 
-Rows are then written by the store's own upsert, so provider, subject and account links come out
-exactly as when the OAuth flows store a token (a `*_UUID_*` entry links itself and the token beside it).
+Rows are then written as the store's own upsert (`TokenStore._upsert`) writes them, write after write
+in the caller's order, so provider, subject and account links come out exactly as when the OAuth flows
+store a token (a `*_UUID_*` entry links itself and the token beside it). A batch goes in a few
+statements rather than several per row: consecutive writes of one shape form a run, and a run is one
+`executemany` of the prebuilt statement of service/bulk_upsert.py: plain tokens take their account
+with a subquery on their UUID entry (what group commit runs); UUID entries name their own account and
+then link the token beside them with one more `executemany`. tests/jobs/test_writing.py holds this
+equal to `store.upsert` row by row, on both databases.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Text, select, type_coerce
+from sqlalchemy import Text, bindparam, select, type_coerce, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service import bulk_upsert, keys
 from service.errors import InvalidInput, UndecryptableValue
 from service.models import utcnow
-from service.store import TOKEN_TYPES, TOKENS, TokenStore, TokenWrite, validate_key
+from service.store import ACCOUNTS, METADATA_COLUMNS, TOKEN_TYPES, TOKENS, TokenStore, TokenWrite, validate_key
 
 IMPORTED, REPLACED, UNCHANGED, SKIPPED = "imported", "replaced", "unchanged", "skipped"
 WOULD = {IMPORTED: "would import", REPLACED: "would replace"}
@@ -39,26 +49,128 @@ class Outcome:
 
 
 def check_write(write: TokenWrite) -> str | None:
-    """Why this write cannot be stored, or None."""
+    """Why this write cannot be stored, or None (what store.upsert would refuse)."""
     try:
         validate_key(write.key)
     except InvalidInput as error:
         return error.message
-    if not write.value:
+    if not isinstance(write.value, str) or not write.value:
         return "empty value"
     if write.type not in TOKEN_TYPES:
         return f"type {write.type!r} is not one of {', '.join(TOKEN_TYPES)}"
+    unknown = set(write.metadata) - METADATA_COLUMNS
+    if unknown:
+        return f"unknown token fields: {', '.join(sorted(unknown))}"
     return None
 
 
-async def _claim(connection: AsyncConnection, write: TokenWrite) -> bool:
-    """Insert a bare row for a key that was absent; False when someone else wrote it first."""
-    insert = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(TOKENS)
+def _insert(connection: AsyncConnection, table: Any) -> Any:
+    return (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+async def _claim(connection: AsyncConnection, writes: Sequence[TokenWrite], placeholder: str) -> set[str]:
+    """Insert bare rows for keys that were absent; the keys claimed (the others someone wrote first).
+
+    A claimed row holds `placeholder` (ciphertext) until upsert_all writes the row in full, in the same
+    transaction, so nobody ever reads it; one `executemany` for all of them (SQLAlchemy's
+    insertmanyvalues sends them as multi-row INSERTs and collects what RETURNING names)."""
+    if not writes:
+        return set()
     now = utcnow()
-    statement = insert.values(
-        key=write.key, value=write.value, type=write.type, created_at=now, updated_at=now
-    ).on_conflict_do_nothing(index_elements=[TOKENS.c.key])
-    return (await connection.execute(statement)).rowcount == 1
+    result = await connection.execute(
+        _CLAIM[connection.dialect.name],
+        [
+            {"b_key": write.key, "b_type": write.type, "b_value": placeholder, "b_created_at": now, "b_updated_at": now}
+            for write in writes
+        ],
+    )
+    return set(result.scalars())
+
+
+def _claim_statement(insert: Any) -> Any:
+    # Each column its own parameter: a parameter used twice confuses insertmanyvalues on asyncpg.
+    return (
+        insert(TOKENS)
+        .values(
+            key=bindparam("b_key"),
+            value=type_coerce(bindparam("b_value"), Text),
+            type=bindparam("b_type"),
+            created_at=bindparam("b_created_at", type_=TOKENS.c.created_at.type),
+            updated_at=bindparam("b_updated_at", type_=TOKENS.c.updated_at.type),
+        )
+        .on_conflict_do_nothing(index_elements=[TOKENS.c.key])
+        .returning(TOKENS.c.key)
+    )
+
+
+_CLAIM = {"postgresql": _claim_statement(postgresql.insert), "sqlite": _claim_statement(sqlite.insert)}
+
+
+def _as_uuid(value: str) -> str | None:
+    try:
+        return str(uuid.UUID(value.strip()))
+    except ValueError:
+        return None
+
+
+_LINK = update(TOKENS).where(TOKENS.c.key == bindparam("b_token_key")).values(account_uuid=bindparam("b_account"))
+
+
+def _plan(write: TokenWrite) -> tuple[Any, dict[str, Any], str | None]:
+    """(run shape, statement parameters, token key to link) for one write, as TokenStore._upsert sees it."""
+    planned = bulk_upsert.plan(write.key, dict(write.metadata))
+    if planned is not None:  # a token: its account, if any, from its UUID entry in the statement
+        return ("token", planned[0]), planned[1], None
+    info = keys.describe_key(write.key)
+    assert info is not None and info.is_uuid
+    params = dict(write.metadata)
+    params.setdefault("provider", info.provider)
+    params.setdefault("subject", info.subject)
+    if "account_uuid" not in params:
+        account = _as_uuid(write.value)
+        if account is not None:
+            params["account_uuid"] = account
+    link = info.token_key if params.get("account_uuid") else None
+    return ("uuid", (False, frozenset(params))), params, link
+
+
+async def upsert_all(connection: AsyncConnection, writes: Sequence[TokenWrite]) -> None:
+    """What `store.upsert(connection, write)` does for each write in order, a run of one shape at a time."""
+    dialect = connection.dialect.name
+    now = utcnow()
+    run: list[dict[str, Any]] = []
+    links: list[dict[str, Any]] = []
+    shape: Any = None
+
+    async def flush() -> None:
+        if not run:
+            return
+        accounts = sorted({row["p_account_uuid"] for row in run if row.get("p_account_uuid")})
+        if accounts:
+            await connection.execute(
+                _insert(connection, ACCOUNTS)
+                .values(
+                    uuid=bindparam("b_uuid"), created_at=bindparam("b_created_at", type_=ACCOUNTS.c.created_at.type)
+                )
+                .on_conflict_do_nothing(index_elements=["uuid"]),
+                [{"b_uuid": account, "b_created_at": now} for account in accounts],
+            )
+        await connection.execute(bulk_upsert.statement(dialect, shape[1]), list(run))
+        if links:
+            # The token beside a UUID entry belongs to the same account, as the seed meant it.
+            await connection.execute(_LINK, list(links))
+        run.clear()
+        links.clear()
+
+    for write in writes:
+        write_shape, params, link = _plan(write)
+        if write_shape != shape:
+            await flush()
+            shape = write_shape
+        run.append(bulk_upsert.parameters(write.key, write.value, write.type, params, now))
+        if link is not None:
+            links.append({"b_token_key": link, "b_account": params["account_uuid"]})
+    await flush()
 
 
 async def write_batch(
@@ -76,8 +188,8 @@ async def write_batch(
     if not valid:
         return outcomes
 
-    keys = [write.key for write in valid]
-    existing_query = select(TOKENS.c.key, type_coerce(TOKENS.c.value, Text)).where(TOKENS.c.key.in_(keys))
+    keys_wanted = [write.key for write in valid]
+    existing_query = select(TOKENS.c.key, type_coerce(TOKENS.c.value, Text)).where(TOKENS.c.key.in_(keys_wanted))
     if dry_run:
         async with store.engine.connect() as connection:
             existing = {key: value for key, value in await connection.execute(existing_query)}
@@ -85,14 +197,18 @@ async def write_batch(
 
     async with store.write_transaction() as connection:
         existing = {key: value for key, value in await connection.execute(existing_query.with_for_update())}
-        for write in valid:
-            outcome = _decide(store, write, existing, overwrite)
-            if outcome.status == IMPORTED and not await _claim(connection, write):
+        decided = [(write, _decide(store, write, existing, overwrite)) for write in valid]
+        claims = [write for write, outcome in decided if outcome.status == IMPORTED]
+        claimed = await _claim(connection, claims, store.keyring.encrypt("claimed") if claims else "")
+        to_write: list[TokenWrite] = []
+        for write, outcome in decided:
+            if outcome.status == IMPORTED and write.key not in claimed:
                 outcome = Outcome(write.key, SKIPPED, "written by someone else meanwhile; run again to compare")
             if outcome.status in (IMPORTED, REPLACED):
-                # The store's own upsert: the same provider, subject and account links as the OAuth flows.
-                await store.upsert(connection, write)
+                to_write.append(write)
             outcomes.append(outcome)
+        # The store's own upsert, batched: the same provider, subject and account links as the OAuth flows.
+        await upsert_all(connection, to_write)
     return outcomes
 
 
