@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from service.cache import TokenCache
@@ -160,17 +161,21 @@ class ChangeFeed:
             await connection.execute(select(VERSION.c.version).where(VERSION.c.id == 1).with_for_update())
 
     async def read(self, connection: AsyncConnection) -> Changes:
+        return await connection.run_sync(self.read_sync)
+
+    def read_sync(self, connection: Connection) -> Changes:
+        """What changed since the last poll, read in the caller's transaction (any thread)."""
         signal = None if self.signal is None else self.signal.value()
         started = time.monotonic()
         seen = self.seen
-        version = (await connection.execute(select(VERSION.c.version).where(VERSION.c.id == 1))).scalar_one()
+        version = (connection.execute(select(VERSION.c.version).where(VERSION.c.id == 1))).scalar_one()
         if seen is not None and version == seen:
             return Changes(version, frozenset(), started, signal)
         if seen is None or version < seen or version - seen > FULL_FLUSH_AFTER:
             # First sync, a database restored or replaced under us, or far behind.
             return Changes(version, None, started, signal)
         rows = (
-            await connection.execute(
+            connection.execute(
                 select(CHANGES.c.key).where(CHANGES.c.seq > seen, CHANGES.c.seq <= version).order_by(CHANGES.c.seq)
             )
         ).all()

@@ -23,6 +23,7 @@ from sqlalchemy.types import TypeDecorator
 from service.errors import SettingsError, UndecryptableValue
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from service.settings import Settings
@@ -114,10 +115,10 @@ def undecryptable(key_name: str | None) -> UndecryptableValue:
 _RING_ATTRIBUTE = "salesbot_keyring"
 
 
-def attach_keyring(engine: AsyncEngine, ring: KeyRing) -> None:
+def attach_keyring(engine: AsyncEngine | Engine, ring: KeyRing) -> None:
     # Bind/result processors receive only the dialect, and every engine has its own dialect object:
     # hanging the ring there gives each engine (and each test) its own keys without a global.
-    setattr(engine.sync_engine.dialect, _RING_ATTRIBUTE, ring)
+    setattr(getattr(engine, "sync_engine", engine).dialect, _RING_ATTRIBUTE, ring)
 
 
 def keyring_of(dialect: Dialect) -> KeyRing:

@@ -16,9 +16,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy
 from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import SingletonThreadPool
 
 from service.crypto import KeyRing, attach_keyring
 
@@ -65,16 +67,30 @@ def create_engine(url: str, *, keyring: KeyRing | None = None, pool_size: int | 
     # messages by default; those messages reach logs.
     engine = create_async_engine(url, hide_parameters=True, **kwargs)
     if is_sqlite(url):
-        _install_sqlite_hooks(engine)
+        _install_sqlite_hooks(engine.sync_engine)
     if keyring is not None:
         attach_keyring(engine, keyring)
     return engine
 
 
-def _install_sqlite_hooks(engine: AsyncEngine) -> None:
+def create_sqlite_writer(path: Path, keyring: KeyRing) -> Engine:
+    """A synchronous engine on the same file, same pragmas and keys, for TokenStore's writer and reader threads."""
+    engine = sqlalchemy.create_engine(
+        f"sqlite:///{path}",
+        hide_parameters=True,
+        poolclass=SingletonThreadPool,  # a connection per thread that uses it: the writer, the reader
+        # dispose() runs in the writer's thread and closes the reader's connection too.
+        connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+    )
+    _install_sqlite_hooks(engine)
+    attach_keyring(engine, keyring)
+    return engine
+
+
+def _install_sqlite_hooks(sync_engine: Engine) -> None:
     # Registered on the sync engine: under aiosqlite the DBAPI connection is SQLAlchemy's adapter,
     # whose cursor runs statements through the driver's thread for us.
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -82,7 +98,7 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
             cursor.execute(pragma)
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
         write = connection.get_execution_options().get(WRITE_OPTION, False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")

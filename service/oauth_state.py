@@ -12,8 +12,10 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, NoReturn
 
 from sqlalchemy import delete, insert, select
+from sqlalchemy.engine import Connection
 
 from service.errors import InvalidState
 from service.models import OAuthState, utcnow
@@ -51,22 +53,24 @@ async def begin_flow(
     """Record a pending flow and return the state to send to the provider."""
     now = now or utcnow()
     state = secrets.token_urlsafe(32)
-    async with store.write_transaction() as connection:
+    values = {
+        "state_hash": _digest(state),
+        "provider": provider,
+        "browser_hash": _digest(browser_nonce),
+        "shop": shop,
+        "account_uuid": account_uuid,
+        "scopes": ",".join(scopes),
+        "redirect_uri": redirect_uri,
+        "created_at": now,
+        "expires_at": now + STATE_LIFETIME,
+    }
+
+    def record(connection: Connection) -> None:
         # Expired states are litter; sweeping them here keeps the table small without a cron job.
-        await connection.execute(delete(STATES).where(STATES.c.expires_at < now))
-        await connection.execute(
-            insert(STATES).values(
-                state_hash=_digest(state),
-                provider=provider,
-                browser_hash=_digest(browser_nonce),
-                shop=shop,
-                account_uuid=account_uuid,
-                scopes=",".join(scopes),
-                redirect_uri=redirect_uri,
-                created_at=now,
-                expires_at=now + STATE_LIFETIME,
-            )
-        )
+        connection.execute(delete(STATES).where(STATES.c.expires_at < now))
+        connection.execute(insert(STATES).values(**values))
+
+    await store.run_write(record)
     return state
 
 
@@ -87,18 +91,27 @@ async def finish_flow(
             "This browser did not start this sign-in (no session cookie); start again from the connect button."
         )
     now = now or utcnow()
-    state_hash = _digest(state)
-    async with store.write_transaction() as connection:
-        row = (await connection.execute(select(STATES).where(STATES.c.state_hash == state_hash))).mappings().first()
-        if row is None or row["provider"] != provider:
-            raise InvalidState("This sign-in link is unknown or was already used; start again from the connect button.")
-        if row["browser_hash"] != _digest(browser_nonce):
-            raise InvalidState("This sign-in was started in another browser; start again from the connect button.")
-        if row["expires_at"] <= now:
-            raise InvalidState("This sign-in link has expired; start again from the connect button.")
-        if shop is not None and row["shop"] != shop:
-            raise InvalidState("This sign-in was started for another shop; start again from the connect button.")
-        await connection.execute(delete(STATES).where(STATES.c.state_hash == state_hash))
+    state_hash, browser_hash = _digest(state), _digest(browser_nonce)
+
+    def consume(connection: Connection) -> Any:
+        # One statement when the state is good (the common case): delete it only if every check holds.
+        matches = [
+            STATES.c.state_hash == state_hash,
+            STATES.c.provider == provider,
+            STATES.c.browser_hash == browser_hash,
+            STATES.c.expires_at > now,
+        ]
+        if shop is not None:
+            matches.append(STATES.c.shop == shop)
+        consumed = delete(STATES).where(*matches).returning(*STATES.c)
+        row = connection.execute(consumed).mappings().first()
+        if row is None:
+            # Nothing deleted, so the table is as it was: read the row to say which check failed.
+            found = connection.execute(select(STATES).where(STATES.c.state_hash == state_hash)).mappings().first()
+            _refuse(found, provider=provider, browser_hash=browser_hash, shop=shop, now=now)
+        return row
+
+    row = await store.run_write(consume)
     return PendingFlow(
         provider=row["provider"],
         shop=row["shop"],
@@ -106,3 +119,16 @@ async def finish_flow(
         scopes=[scope for scope in row["scopes"].split(",") if scope],
         redirect_uri=row["redirect_uri"],
     )
+
+
+def _refuse(row: Any, *, provider: str, browser_hash: str, shop: str | None, now: datetime) -> NoReturn:
+    if row is None or row["provider"] != provider:
+        raise InvalidState("This sign-in link is unknown or was already used; start again from the connect button.")
+    if row["browser_hash"] != browser_hash:
+        raise InvalidState("This sign-in was started in another browser; start again from the connect button.")
+    if row["expires_at"] <= now:
+        raise InvalidState("This sign-in link has expired; start again from the connect button.")
+    if shop is not None and row["shop"] != shop:
+        raise InvalidState("This sign-in was started for another shop; start again from the connect button.")
+    # Every check holds now but the delete found nothing: the state was used meanwhile.
+    raise InvalidState("This sign-in link is unknown or was already used; start again from the connect button.")

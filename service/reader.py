@@ -32,6 +32,10 @@ class SQLiteReader:
         """Read the ciphertexts of `keys` and return then(keys, rows), all in the reader's thread."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._read, then, keys)
 
+    async def call(self, function: Callable[[], T]) -> T:
+        """Run `function` in the reader's thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function)
+
     def _read(self, then: Callable[[list[str], list[tuple[str, str]]], T], keys: list[str]) -> T:
         connection = self._connection or self._connect()
         rows: list[tuple[str, str]] = []
