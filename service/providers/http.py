@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
 from service import errors
-
-# httpcore runs `import sniffio` on every request to learn which event loop it is under. sniffio is
-# not installed here, and Python does not remember a failed import: each one searched sys.path again
-# (7% of the service's CPU under connect load, measured). Recording the absence makes that import
-# fail at once, as it did anyway (httpcore then assumes asyncio); an installed sniffio is still used.
-if importlib.util.find_spec("sniffio") is None:
-    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
 
 
 def aware_utc(now: datetime) -> datetime:
