@@ -28,6 +28,7 @@ Freshness, as the store promises it:
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import math
 import mmap
 import os
@@ -64,22 +65,32 @@ class ChangeSignal:
     SIZE = 8
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            if os.fstat(fd).st_size < self.SIZE:
-                os.ftruncate(fd, self.SIZE)
-            self._map = mmap.mmap(fd, self.SIZE)
-        finally:
-            os.close(fd)  # the mapping keeps the file open
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        if os.fstat(self._fd).st_size < self.SIZE:
+            os.ftruncate(self._fd, self.SIZE)
+        self._map = mmap.mmap(self._fd, self.SIZE)
 
     def value(self) -> bytes:
         return self._map[: self.SIZE]
 
-    def bump(self) -> None:
-        self._map[: self.SIZE] = os.urandom(self.SIZE)
+    def bump(self, expected: bytes | None) -> bytes | None:
+        """Write a fresh value; return it when the old one was still `expected`, else None.
+
+        Writers take a file lock around this check-and-write (readers never lock): if nobody bumped
+        since the writer read the change log in its transaction, that log read covered every commit
+        announced so far, and the writer's own readers may take the new value as seen."""
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            unchanged = self.value() == expected
+            fresh = os.urandom(self.SIZE)
+            self._map[: self.SIZE] = fresh
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        return fresh if unchanged else None
 
     def close(self) -> None:
         self._map.close()
+        os.close(self._fd)
 
 
 @dataclass(frozen=True)
@@ -196,9 +207,16 @@ class ChangeFeed:
             self.signal_seen = changes.signal
 
     def announce(self, changes: Changes) -> None:
-        """After a commit that changed tokens: tell the other processes on this machine."""
-        if self.signal is not None and changes.keys != frozenset():
-            self.signal.bump()
+        """After a commit that changed tokens: tell the other processes on this machine.
+
+        Our own readers need not poll for it: `changes` was read inside our transaction, under the
+        write lock, so it covers every commit before ours. Unless someone announced meanwhile (then
+        `bump` says so), the new value counts as seen, and our reads keep hitting the cache."""
+        if self.signal is None or changes.keys == frozenset():
+            return
+        fresh = self.signal.bump(changes.signal)
+        if fresh is not None and self.signal_seen == changes.signal:
+            self.signal_seen = fresh
 
     def invalidate(self, keys: Iterable[str]) -> None:
         self.cache.invalidate(keys)
