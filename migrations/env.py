@@ -43,6 +43,9 @@ def _run(connection: Connection) -> None:
         target_metadata=Base.metadata,
         render_as_batch=True,
         compare_type=True,
+        # SQLite's DDL is transactional; Alembic assumes it is not, and then commits between revisions,
+        # which let a second deploy starting at the same moment run a revision the first had just run.
+        transactional_ddl=True,
     )
     with context.begin_transaction():
         take_migration_lock(connection)

@@ -53,6 +53,7 @@ from service import migrate  # noqa: E402
 from service.crypto import KeyRing, derive_seed_key  # noqa: E402
 from service.settings import Settings, sqlite_url  # noqa: E402
 from service.store import TokenStore, TokenWrite  # noqa: E402
+from tests.demo_server import free_port, stop  # noqa: E402
 from tests.seed_loader import load_seed_module  # noqa: E402
 
 SECRET = "bench-state-token-secret"
@@ -511,14 +512,6 @@ uvicorn.run(Starlette(routes=[Route("/healthz", ok)]), host="127.0.0.1", port={p
 SHOPIFY_KEY, SHOPIFY_SECRET = "bench-shopify-key", "shpss_bench_secret"
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_healthy(port: int, process: subprocess.Popen, timeout: float = 30.0) -> float:
     """Seconds from now until GET /healthz answers 200."""
     import httpx
@@ -541,15 +534,6 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def consent_form(page: str, base: str) -> tuple[str, dict[str, str]]:

@@ -12,7 +12,9 @@ SQLite notes, because they decide whether concurrent writers work at all:
 
 from __future__ import annotations
 
+import fcntl
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +49,31 @@ def sqlite_file(url: str | URL) -> Path | None:
 
 
 def prepare_sqlite_file(path: Path) -> None:
-    """Create the data directory 0700 and the database file 0600 before SQLite does it with umask bits."""
+    """Create the data directory 0700 and the database file 0600 before SQLite does it with umask bits,
+    and put the file in WAL mode once, before any engine connects.
+
+    Switching to WAL needs SQLite's exclusive lock, which it refuses at once, without waiting in
+    busy_timeout, while another process is inside a transaction: two deploys migrating a new file at
+    the same moment met `database is locked`. So the switch happens here, under a lock of our own (flock
+    on the data directory; SQLite's own locks are fcntl() locks on the file and do not interact), and the
+    per-connection `PRAGMA journal_mode=WAL` later finds it done."""
     if not path.parent.exists():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if not path.exists():
-        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-        os.close(fd)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(directory, fcntl.LOCK_EX)
+        if not path.exists():
+            fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)  # nothing has the new file open yet, so this close cannot drop SQLite's locks
+        connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                connection.execute("PRAGMA journal_mode=WAL")
+        finally:
+            connection.close()
+    finally:
+        fcntl.flock(directory, fcntl.LOCK_UN)
+        os.close(directory)
 
 
 def create_engine(url: str, *, keyring: KeyRing | None = None, pool_size: int | None = None) -> AsyncEngine:

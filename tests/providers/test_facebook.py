@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from service import errors
 from service.providers import facebook
+from tests.providers.helpers import assert_hidden
 
 GRAPH = "https://graph.facebook.com"
 VERSION = "v25.0"
@@ -50,17 +51,6 @@ SR_EXPECTED = {
 
 def proof(token: str, secret: str = APP_SECRET) -> str:
     return hmac.new(secret.encode(), token.encode(), hashlib.sha256).hexdigest()
-
-
-def assert_hidden(exc: BaseException, *secrets: str) -> None:
-    # A logged traceback shows every chained exception too: an httpx one would carry its own message.
-    shown = [str(exc), getattr(exc, "message", "")]
-    link: BaseException | None = exc
-    while link is not None:
-        shown.append(repr(link))
-        link = link.__cause__ or (None if link.__suppress_context__ else link.__context__)
-    for secret in secrets:
-        assert all(secret not in text for text in shown)
 
 
 def test_appsecret_proof_vector() -> None:

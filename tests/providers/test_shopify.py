@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from service import errors
 from service.providers import shopify
+from tests.providers.helpers import assert_hidden
 
 # Vectors from PROVIDERS.md (secret "hush").
 SECRET = "hush"
@@ -54,17 +55,6 @@ def sign(params: list[tuple[str, str]], secret: str = SECRET) -> list[tuple[str,
 
 def with_value(params: list[tuple[str, str]], key: str, value: str) -> list[tuple[str, str]]:
     return [(k, value if k == key else v) for k, v in params]
-
-
-def assert_hidden(exc: BaseException, *secrets: str) -> None:
-    # A logged traceback shows every chained exception too: an httpx one would carry its own message.
-    shown = [str(exc), getattr(exc, "message", "")]
-    link: BaseException | None = exc
-    while link is not None:
-        shown.append(repr(link))
-        link = link.__cause__ or (None if link.__suppress_context__ else link.__context__)
-    for secret in secrets:
-        assert all(secret not in text for text in shown)
 
 
 # --- shop names ----------------------------------------------------------------------------------
