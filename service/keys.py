@@ -8,6 +8,7 @@ Facebook user id: `FACEBOOK_USER_ACCESS_TOKEN_{user_id}`.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 SHOPIFY = "shopify"
@@ -64,3 +65,11 @@ def describe_key(key: str) -> KeyInfo | None:
             subject = key[len(prefix) :]
             return KeyInfo(provider, subject, is_uuid, token_of(subject), uuid_of(subject))
     return None
+
+
+def as_uuid(value: str) -> str | None:
+    """A `*_UUID_*` entry's value as the canonical lower-case UUID, or None when it is not one."""
+    try:
+        return str(uuid.UUID(value.strip()))
+    except ValueError:
+        return None

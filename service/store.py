@@ -126,7 +126,7 @@ def _ensure_account_statement(dialect_name: str) -> Any:
 
 def _account_for_new_row(connection: Connection, write: TokenWrite, info: keys.KeyInfo) -> str | None:
     if info.is_uuid:
-        return _as_uuid(write.value)
+        return keys.as_uuid(write.value)
     if info.uuid_key is None:
         return None
     return connection.execute(select(TOKENS.c.account_uuid).where(TOKENS.c.key == info.uuid_key)).scalar()
@@ -145,13 +145,6 @@ class _Job:
     def __init__(self, run: Callable[[Connection], Any]) -> None:
         self.run = run
         self.result: Any = None
-
-
-def _as_uuid(value: str) -> str | None:
-    try:
-        return str(uuid.UUID(value.strip()))
-    except ValueError:
-        return None
 
 
 class TokenStore:
@@ -350,42 +343,8 @@ class TokenStore:
         # Group commit's runner: every queued store_tokens() call in one transaction, one commit.
         async with self.write_transaction() as connection:
             writes = [write for writes in batch for write in writes]
-            await self._upsert_many(connection, writes)
+            await bulk_upsert.upsert_all(connection, writes)
             connection.info[_WRITTEN] = [(write.key, write.value) for write in writes]
-
-    async def _upsert_many(self, connection: AsyncConnection, writes: Sequence[TokenWrite]) -> None:
-        """What _upsert does write after write, in order; runs of plain token writes of one shape go
-        as one executemany (service/bulk_upsert.py), anything else through _upsert."""
-        run: list[TokenWrite] = []
-        run_params: list[dict[str, Any]] = []
-        shape: Any = None
-
-        async def flush() -> None:
-            if not run:
-                return
-            now = utcnow()
-            for account in {params["account_uuid"] for params in run_params if params.get("account_uuid")}:
-                await self._ensure_account(connection, account)
-            rows = [
-                bulk_upsert.parameters(write.key, write.value, write.type, params, now)
-                for write, params in zip(run, run_params, strict=True)
-            ]
-            await connection.execute(bulk_upsert.statement(connection.dialect.name, shape), rows)
-            run.clear()
-            run_params.clear()
-
-        for write in writes:
-            planned = bulk_upsert.plan(write.key, dict(write.metadata))
-            if planned is None or planned[0] != shape:
-                await flush()
-            if planned is None:
-                shape = None
-                await self._upsert(connection, write)
-                continue
-            shape = planned[0]
-            run.append(write)
-            run_params.append(planned[1])
-        await flush()
 
     async def _upsert(self, connection: AsyncConnection, write: TokenWrite) -> None:
         await connection.run_sync(self._upsert_sync, write)
@@ -485,7 +444,7 @@ class TokenStore:
 
     async def link_to_account(self, key: str, account_uuid: str) -> bool:
         validate_key(key)
-        if _as_uuid(account_uuid) != account_uuid:
+        if keys.as_uuid(account_uuid) != account_uuid:
             raise InvalidInput("An account UUID must be a lower-case UUID.")
         async with self.write_transaction() as connection:
             await self._ensure_account(connection, account_uuid)

@@ -19,19 +19,18 @@ equal to `store.upsert` row by row, on both databases.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Text, bindparam, select, type_coerce, update
+from sqlalchemy import Text, bindparam, select, type_coerce
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import bulk_upsert, keys
+from service import bulk_upsert
 from service.errors import InvalidInput, UndecryptableValue
 from service.models import utcnow
-from service.store import ACCOUNTS, METADATA_COLUMNS, TOKEN_TYPES, TOKENS, TokenStore, TokenWrite, validate_key
+from service.store import METADATA_COLUMNS, TOKEN_TYPES, TOKENS, TokenStore, TokenWrite, validate_key
 
 IMPORTED, REPLACED, UNCHANGED, SKIPPED = "imported", "replaced", "unchanged", "skipped"
 WOULD = {IMPORTED: "would import", REPLACED: "would replace"}
@@ -71,7 +70,7 @@ def _insert(connection: AsyncConnection, table: Any) -> Any:
 async def _claim(connection: AsyncConnection, writes: Sequence[TokenWrite], placeholder: str) -> set[str]:
     """Insert bare rows for keys that were absent; the keys claimed (the others someone wrote first).
 
-    A claimed row holds `placeholder` (ciphertext) until upsert_all writes the row in full, in the same
+    A claimed row holds `placeholder` (ciphertext) until bulk_upsert.upsert_all writes the row in full, in the same
     transaction, so nobody ever reads it; one `executemany` for all of them (SQLAlchemy's
     insertmanyvalues sends them as multi-row INSERTs and collects what RETURNING names)."""
     if not writes:
@@ -104,73 +103,6 @@ def _claim_statement(insert: Any) -> Any:
 
 
 _CLAIM = {"postgresql": _claim_statement(postgresql.insert), "sqlite": _claim_statement(sqlite.insert)}
-
-
-def _as_uuid(value: str) -> str | None:
-    try:
-        return str(uuid.UUID(value.strip()))
-    except ValueError:
-        return None
-
-
-_LINK = update(TOKENS).where(TOKENS.c.key == bindparam("b_token_key")).values(account_uuid=bindparam("b_account"))
-
-
-def _plan(write: TokenWrite) -> tuple[Any, dict[str, Any], str | None]:
-    """(run shape, statement parameters, token key to link) for one write, as TokenStore._upsert sees it."""
-    planned = bulk_upsert.plan(write.key, dict(write.metadata))
-    if planned is not None:  # a token: its account, if any, from its UUID entry in the statement
-        return ("token", planned[0]), planned[1], None
-    info = keys.describe_key(write.key)
-    assert info is not None and info.is_uuid
-    params = dict(write.metadata)
-    params.setdefault("provider", info.provider)
-    params.setdefault("subject", info.subject)
-    if "account_uuid" not in params:
-        account = _as_uuid(write.value)
-        if account is not None:
-            params["account_uuid"] = account
-    link = info.token_key if params.get("account_uuid") else None
-    return ("uuid", (False, frozenset(params))), params, link
-
-
-async def upsert_all(connection: AsyncConnection, writes: Sequence[TokenWrite]) -> None:
-    """What `store.upsert(connection, write)` does for each write in order, a run of one shape at a time."""
-    dialect = connection.dialect.name
-    now = utcnow()
-    run: list[dict[str, Any]] = []
-    links: list[dict[str, Any]] = []
-    shape: Any = None
-
-    async def flush() -> None:
-        if not run:
-            return
-        accounts = sorted({row["p_account_uuid"] for row in run if row.get("p_account_uuid")})
-        if accounts:
-            await connection.execute(
-                _insert(connection, ACCOUNTS)
-                .values(
-                    uuid=bindparam("b_uuid"), created_at=bindparam("b_created_at", type_=ACCOUNTS.c.created_at.type)
-                )
-                .on_conflict_do_nothing(index_elements=["uuid"]),
-                [{"b_uuid": account, "b_created_at": now} for account in accounts],
-            )
-        await connection.execute(bulk_upsert.statement(dialect, shape[1]), list(run))
-        if links:
-            # The token beside a UUID entry belongs to the same account, as the seed meant it.
-            await connection.execute(_LINK, list(links))
-        run.clear()
-        links.clear()
-
-    for write in writes:
-        write_shape, params, link = _plan(write)
-        if write_shape != shape:
-            await flush()
-            shape = write_shape
-        run.append(bulk_upsert.parameters(write.key, write.value, write.type, params, now))
-        if link is not None:
-            links.append({"b_token_key": link, "b_account": params["account_uuid"]})
-    await flush()
 
 
 async def write_batch(
@@ -208,7 +140,7 @@ async def write_batch(
                 to_write.append(write)
             outcomes.append(outcome)
         # The store's own upsert, batched: the same provider, subject and account links as the OAuth flows.
-        await upsert_all(connection, to_write)
+        await bulk_upsert.upsert_all(connection, to_write)
     return outcomes
 
 

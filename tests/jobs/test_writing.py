@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from service.jobs.writing import IMPORTED, REPLACED, SKIPPED, UNCHANGED, _claim, upsert_all, write_batch
+from service.bulk_upsert import upsert_all
+from service.jobs.writing import IMPORTED, REPLACED, SKIPPED, UNCHANGED, _claim, write_batch
 from service.settings import Settings
 from service.store import TokenStore, TokenWrite
 from tests.jobs.helpers import ACCOUNT, OTHER_ACCOUNT, opened
