@@ -11,6 +11,10 @@ import re
 import sys
 import types
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # scripts/bench.py loads this module without pytest installed
+    import pytest
 
 DEFAULT_SEED_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "seed"
 
@@ -39,3 +43,22 @@ def load_seed_module(seed_dir: Path = DEFAULT_SEED_DIR) -> types.ModuleType:
     module = types.ModuleType("seed_tokens")
     exec(compile(seed_source(seed_dir), f"{seed_dir}/tokens.py", "exec"), module.__dict__)
     return module
+
+
+# What a seed deployment held: a store and a Page linked to one account, and the global user token.
+SEED_ACCOUNT = "6f1c2b8e-3d4a-4e5f-8a9b-0c1d2e3f4a5b"
+SEED_ROWS = {
+    "SHOPIFY_ACCESS_TOKEN_acme-7cu19ngr": ("shpat_seed_token", "token"),
+    "USER_UUID_acme-7cu19ngr": (SEED_ACCOUNT, "uuid"),
+    "FACEBOOK_ACCESS_TOKEN_1234": ("EAAseedpage", "token"),
+    "PAGE_UUID_1234": (SEED_ACCOUNT, "uuid"),
+    "FACEBOOK_USER_ACCESS_TOKEN": ("EAAseeduser", "token"),
+}
+
+
+def write_seed_database(path: Path, secret: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run the seed chapter's own TokenStorage to make the database it would have made."""
+    monkeypatch.setenv("STATE_TOKEN_SECRET", secret)
+    storage = load_seed_module().TokenStorage(db_path=str(path))
+    for key, (value, kind) in SEED_ROWS.items():
+        storage.store_token(key, value, type=kind)

@@ -19,25 +19,10 @@ from service.errors import UndecryptableValue
 from service.settings import Settings
 from service.store import TokenStore
 from tests.conftest import STATE_SECRET, make_settings
-from tests.seed_loader import load_seed_module
+from tests.seed_loader import SEED_ACCOUNT, SEED_ROWS, write_seed_database
 
 ROOT = Path(__file__).resolve().parent.parent
-ACCOUNT = "6f1c2b8e-3d4a-4e5f-8a9b-0c1d2e3f4a5b"
-SEED_ROWS = {
-    "SHOPIFY_ACCESS_TOKEN_acme-7cu19ngr": ("shpat_seed_token", "token"),
-    "USER_UUID_acme-7cu19ngr": (ACCOUNT, "uuid"),
-    "FACEBOOK_ACCESS_TOKEN_1234": ("EAAseedpage", "token"),
-    "PAGE_UUID_1234": (ACCOUNT, "uuid"),
-    "FACEBOOK_USER_ACCESS_TOKEN": ("EAAseeduser", "token"),
-}
-
-
-def write_seed_database(path: Path, secret: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run the seed chapter's own TokenStorage to make the database it would have made."""
-    monkeypatch.setenv("STATE_TOKEN_SECRET", secret)
-    storage = load_seed_module().TokenStorage(db_path=str(path))
-    for key, (value, kind) in SEED_ROWS.items():
-        storage.store_token(key, value, type=kind)
+ACCOUNT = SEED_ACCOUNT
 
 
 def dump(path: Path) -> list[tuple]:

@@ -14,24 +14,14 @@ from service.jobs.import_db import import_db, source_ring
 from service.settings import Settings
 from tests.conftest import PRIMARY_KEY, STATE_SECRET
 from tests.jobs.helpers import ACCOUNT, ciphertexts, cli_environ, dump, opened, salesbot
-from tests.seed_loader import load_seed_module
+from tests.seed_loader import SEED_ROWS, write_seed_database
 
 OTHER_SECRET = "the-other-deployments-state-token-secret"
-SEED_ROWS = {
-    "SHOPIFY_ACCESS_TOKEN_acme-7cu19ngr": ("shpat_seed_token", "token"),
-    "USER_UUID_acme-7cu19ngr": (ACCOUNT, "uuid"),
-    "FACEBOOK_ACCESS_TOKEN_1234": ("EAAseedpage", "token"),
-    "PAGE_UUID_1234": (ACCOUNT, "uuid"),
-    "FACEBOOK_USER_ACCESS_TOKEN": ("EAAseeduser", "token"),
-}
 
 
 def seed_database(path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The seed chapter's own TokenStorage writes it, with another STATE_TOKEN_SECRET."""
-    monkeypatch.setenv("STATE_TOKEN_SECRET", OTHER_SECRET)
-    storage = load_seed_module().TokenStorage(db_path=str(path))
-    for key, (value, kind) in SEED_ROWS.items():
-        storage.store_token(key, value, type=kind)
+    write_seed_database(path, OTHER_SECRET, monkeypatch)
     monkeypatch.delenv("STATE_TOKEN_SECRET")
     return path
 
