@@ -1,0 +1,6 @@
+"""The token vault: the only code that reads or writes `tokens` and `accounts` (DESIGN.md, "The vault")."""
+
+from service.vault.schema import TokenRecord, TokenWrite
+from service.vault.store import TokenStore
+
+__all__ = ["TokenRecord", "TokenStore", "TokenWrite"]

@@ -1,0 +1,104 @@
+"""The in-process cache of decrypted tokens in front of the database (DESIGN.md, "The vault").
+
+A hit is a dict lookup. Entries are bounded (least recently used go first) and absences are cached
+too (as None). A load reserves its keys with a ticket before it reads; an invalidation takes the
+ticket back, so a load that read before a change committed answers its own callers but never fills.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+DEFAULT_MAX_SIZE = 20_000
+
+
+class _Unknown:
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN: Final = _Unknown()  # an expiry this process did not read (a write that did not name it)
+MISSING: Final = object()  # not in the cache (None is a cached "no such key")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    value: str
+    expires_at: datetime | None | _Unknown = UNKNOWN
+    refreshable: bool = False  # a refresh token is stored beside it
+
+
+class Ticket:
+    """A load's claim on its keys: it may fill them only while it still holds them."""
+
+    __slots__ = ()
+
+
+class TokenCache:
+    def __init__(self, max_size: int = DEFAULT_MAX_SIZE) -> None:
+        if max_size < 1:
+            raise ValueError("max_size must be at least 1")
+        self.max_size = max_size
+        self._entries: OrderedDict[str, Entry | None] = OrderedDict()
+        self._tickets: dict[str, Ticket] = {}
+        self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> Entry | None | object:
+        """The entry (None: known absent), or MISSING."""
+        entry = self._entries.get(key, MISSING)
+        if entry is MISSING:
+            self.misses += 1
+        else:
+            self._entries.move_to_end(key)
+            self.hits += 1
+        return entry
+
+    def reserve(self, keys: Iterable[str]) -> Ticket:
+        ticket = Ticket()
+        for key in keys:
+            self._tickets[key] = ticket
+        return ticket
+
+    def holds(self, key: str, ticket: Ticket) -> bool:
+        return self._tickets.get(key) is ticket
+
+    def fill(self, ticket: Ticket, found: Mapping[str, Entry | None]) -> None:
+        """Store what a load found, for the keys it still holds."""
+        for key, entry in found.items():
+            if self._tickets.get(key) is ticket:
+                del self._tickets[key]
+                self._put(key, entry)
+
+    def settle(self, ticket: Ticket | None, written: Mapping[str, Entry | None], touched: Iterable[str]) -> None:
+        """After this process committed a write: keys it knows the new entry of (and still holds) are
+        filled; every other key it touched is dropped, along with any load that read before the commit."""
+        for key in touched:
+            entry = written.get(key, MISSING)
+            if ticket is not None and entry is not MISSING and self._tickets.get(key) is ticket:
+                del self._tickets[key]
+                self._put(key, entry)  # type: ignore[arg-type]
+            else:
+                self._entries.pop(key, None)
+                self._tickets.pop(key, None)
+
+    def invalidate(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            self._entries.pop(key, None)
+            self._tickets.pop(key, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._tickets.clear()
+
+    def _put(self, key: str, entry: Entry | None) -> None:
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        if len(self._entries) > self.max_size:
+            self._entries.popitem(last=False)

@@ -1,0 +1,78 @@
+"""Keeping the cache true to the database: the database itself says what changed (DESIGN.md, "Freshness").
+
+SQLite: `PRAGMA data_version` on the reader's connection changes whenever any other connection (another
+process, the sqlite3 shell, `restore`, this process's own writer) committed; then the change log that
+revision 0004's triggers keep says which keys. PostgreSQL: a trigger NOTIFYs the changed key on commit,
+and one connection per process LISTENs; while it is not listening the cache is not used.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from service.vault import sql
+from service.vault.cache import TokenCache
+
+CHANNEL = "salesbot_tokens"  # revision 0006's trigger notifies on it
+# Further behind than this, dropping the whole cache is cheaper than reading which keys changed.
+FULL_FLUSH_AFTER = 1_000
+
+
+class DataVersion:
+    """SQLite: checked before every cache hit (one pragma); catches up from the change log when it moved."""
+
+    def __init__(self, cursor: sqlite3.Cursor, cache: TokenCache) -> None:
+        self._cursor = cursor
+        self._cache = cache
+        self._data_version: int | None = None
+        self.seen: int | None = None  # the change-log version the cache reflects
+
+    def check(self) -> None:
+        data_version = self._cursor.execute("PRAGMA data_version").fetchone()[0]
+        if data_version != self._data_version:
+            # Read before the log: a commit after this pragma moves it again, and the next check sees it.
+            self._data_version = data_version
+            self._catch_up()
+
+    def _catch_up(self) -> None:
+        version = self._cursor.execute(sql.CHANGE_VERSION).fetchone()[0]
+        seen = self.seen
+        if seen is not None and version == seen:
+            return
+        if seen is None or version < seen or version - seen > FULL_FLUSH_AFTER:
+            # First look, a database restored under us, or far behind.
+            self._cache.clear()
+        else:
+            rows = self._cursor.execute(sql.CHANGED_KEYS, {"after": seen, "upto": version}).fetchall()
+            if len(rows) != version - seen:
+                self._cache.clear()  # pruned under us
+            else:
+                self._cache.invalidate(key for (key,) in rows)
+        self.seen = version
+
+    def committed(self, before: int, after: int) -> None:
+        """This process's writer committed versions (before, after] and settled their keys itself."""
+        if self.seen == before:
+            self.seen = after
+
+
+class Notifications:
+    """PostgreSQL: what the LISTEN connection hears. The cache may answer only while it listens."""
+
+    def __init__(self, cache: TokenCache) -> None:
+        self._cache = cache
+        self.listening = False
+        self.own_pid: int | None = None  # this process's writer: its commits are applied as they return
+        self.received = 0
+
+    def started(self) -> None:
+        # Whatever changed while nobody listened is unknown: start from an empty cache.
+        self._cache.clear()
+        self.listening = True
+
+    def stopped(self) -> None:
+        self.listening = False
+
+    def heard(self, pid: int, key: str) -> None:
+        self.received += 1
+        if pid != self.own_pid:
+            self._cache.invalidate((key,))

@@ -1,0 +1,173 @@
+"""The one write planner: token writes in, the statements that store them out (DESIGN.md, "The vault").
+
+Every write to `tokens` is planned here, whoever makes it: `store_token`, group commit, imports,
+account linking, the Shopify refresh. This is also where the seed's rule lives that a token belongs
+to the account its `*_UUID_*` entry names: a UUID entry links itself and the token beside it; a token
+written without an account takes its entry's (a subquery, so it holds whichever is written first).
+Consecutive writes of one shape become one `executemany`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from service import keys
+from service.crypto import KeyRing
+from service.vault import sql
+from service.vault.cache import UNKNOWN, Entry
+from service.vault.schema import TokenWrite
+
+ABSENT = None  # a guard: write only if no row has this key yet
+
+
+@dataclass(frozen=True)
+class Step:
+    statement: str
+    rows: Sequence[Mapping[str, Any]]
+    returning: bool = False  # collect the first column of what each row returns
+
+
+@dataclass
+class Plan:
+    steps: list[Step] = field(default_factory=list)
+    touched: set[str] = field(default_factory=set)  # keys whose cached entry the plan may change
+    entries: dict[str, Entry | None] = field(default_factory=dict)  # what the cache may hold once committed
+
+    def then(self, other: Plan) -> Plan:
+        return Plan(self.steps + other.steps, self.touched | other.touched, {**self.entries, **other.entries})
+
+
+@dataclass(frozen=True)
+class _Row:
+    shape: tuple[frozenset[str], bool, str | None]
+    params: dict[str, Any]
+    account: str | None  # an account the row names, to be created first
+    link: tuple[str, str] | None  # (token key, UUID entry key): the token beside an entry takes its account
+
+
+def account_rule(write: TokenWrite) -> tuple[bool, str | None, str | None]:
+    """(names an account itself?, that account, the UUID entry to take it from otherwise)."""
+    if "account_uuid" in write.metadata:
+        return True, write.metadata["account_uuid"], None
+    info = keys.describe_key(write.key)
+    if info is None:
+        return False, None, None
+    if info.is_uuid:
+        account = keys.as_uuid(write.value)
+        return account is not None, account, None
+    return False, None, info.uuid_key
+
+
+def _row(write: TokenWrite, ring: KeyRing, now: datetime, guard: tuple[bool, str | None]) -> _Row:
+    params: dict[str, Any] = dict(write.metadata)
+    info = keys.describe_key(write.key)
+    if info is not None:
+        params.setdefault("provider", info.provider)
+        params.setdefault("subject", info.subject)
+    names_account, account, uuid_key = account_rule(write)
+    if names_account:
+        params["account_uuid"] = account
+    if params.get("refresh_token") is not None:
+        params["refresh_token"] = ring.encrypt(params["refresh_token"])
+    guarded, expected = guard
+    kind = None if not guarded else ("absent" if expected is ABSENT else "value")
+    shape = (frozenset(params), uuid_key is not None, kind)
+    params.update(key=write.key, value=ring.encrypt(write.value), type=write.type, now=now)
+    if uuid_key is not None:
+        params["uuid_key"] = uuid_key
+    if kind == "value":
+        params["expected"] = expected
+    link = None
+    if info is not None and info.is_uuid and account is not None:
+        link = (info.token_key, write.key)
+    return _Row(shape, params, account, link)
+
+
+def _entry(write: TokenWrite) -> Entry:
+    metadata = write.metadata
+    if "expires_at" in metadata and "refresh_token" in metadata:
+        return Entry(write.value, metadata["expires_at"], metadata["refresh_token"] is not None)
+    return Entry(write.value, UNKNOWN, False)
+
+
+def plan_writes(
+    writes: Sequence[TokenWrite],
+    *,
+    ring: KeyRing,
+    now: datetime,
+    guards: Mapping[str, str | None] | None = None,
+) -> Plan:
+    """Statements that store `writes` in order. With `guards` (key -> the ciphertext the row must still
+    hold, or ABSENT), a guarded write happens only while that holds, and its step returns the keys written."""
+    plan = Plan()
+    run: list[_Row] = []
+
+    def flush() -> None:
+        if not run:
+            return
+        accounts = sorted({row.account for row in run if row.account is not None})
+        if accounts:
+            plan.steps.append(Step(sql.ENSURE_ACCOUNT, [{"account": account, "now": now} for account in accounts]))
+        columns, from_entry, guard = run[0].shape
+        statement = sql.upsert(columns - {"uuid_key"}, account_from_entry=from_entry, guard=guard)
+        plan.steps.append(Step(statement, [row.params for row in run], returning=guard is not None))
+        links = [{"key": key, "entry_key": entry} for row in run if row.link for key, entry in [row.link]]
+        if links:
+            plan.steps.append(Step(sql.LINK_TOKEN, links))
+        run.clear()
+
+    for write in writes:
+        guard = (True, guards[write.key]) if guards is not None and write.key in guards else (False, None)
+        row = _row(write, ring, now, guard)
+        if run and row.shape != run[0].shape:
+            flush()
+        run.append(row)
+        plan.touched.add(write.key)
+        if not guard[0]:
+            plan.entries[write.key] = _entry(write)
+    flush()
+    return plan
+
+
+def plan_delete(keys_to_delete: Sequence[str]) -> Plan:
+    """Delete rows by key; the step returns the keys that existed."""
+    wanted = list(keys_to_delete)
+    return Plan([Step(sql.DELETE_KEYS, [{"keys": wanted}], returning=True)], set(wanted), dict.fromkeys(wanted))
+
+
+@dataclass(frozen=True)
+class Swap:
+    """New ciphertexts for a row (same plaintext), written only while it still holds the old ones."""
+
+    key: str
+    old: str
+    new: str
+    old_refresh: str | None
+    new_refresh: str | None
+
+
+def plan_swaps(swaps: Sequence[Swap]) -> Plan:
+    """Compare-and-swap ciphertexts; the step returns the keys swapped (a row rewritten meanwhile is not)."""
+    rows = [
+        {"key": s.key, "old": s.old, "new": s.new, "old_refresh": s.old_refresh, "new_refresh": s.new_refresh}
+        for s in swaps
+    ]
+    # The plaintext is unchanged, so cached entries stay right: nothing is touched.
+    return Plan([Step(sql.SWAP_CIPHERTEXTS, rows, returning=True)] if rows else [])
+
+
+def plan_mark_expired(rows: Sequence[tuple[str, str]], when: datetime) -> Plan:
+    """Set expires_at to `when` on rows (key, ciphertext) that still hold that ciphertext and expire later."""
+    params = [{"key": key, "old": old, "when": when} for key, old in rows]
+    return Plan([Step(sql.MARK_EXPIRED, params, returning=True)] if params else [], {key for key, _ in rows})
+
+
+def plan_take_lease(key: str, now: datetime, until: datetime) -> Plan:
+    return Plan([Step(sql.TAKE_LEASE, [{"key": key, "now": now, "until": until}], returning=True)])
+
+
+def plan_end_lease(key: str) -> Plan:
+    return Plan([Step(sql.END_LEASE, [{"key": key}])])

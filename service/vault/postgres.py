@@ -1,0 +1,159 @@
+"""The vault on PostgreSQL: one asyncpg connection reads and LISTENs, one writes (DESIGN.md, "The vault").
+
+A cache miss is one round trip of one prepared statement; misses that arrive meanwhile share the next
+one (service/vault/batching.py). A lone write is one statement in autocommit: one round trip, one
+commit; concurrent writes share one transaction. Jobs on the service's other tables run on the
+SQLAlchemy engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import asyncpg
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.vault import sql
+from service.vault.batching import Batcher
+from service.vault.cache import Ticket, TokenCache
+from service.vault.freshness import CHANNEL, Notifications
+from service.vault.planner import Plan
+from service.vault.writes import Decided, Job, ReadWrite, Write
+
+
+# As pg_stat_activity shows them.
+READER_NAME, WRITER_NAME = "salesbot vault reader", "salesbot vault writer"
+
+
+def asyncpg_dsn(database_url: str) -> str:
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class PostgresBackend:
+    dialect = sql.POSTGRES
+    inline_reads = False
+
+    def __init__(self, database_url: str, cache: TokenCache, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._dsn = asyncpg_dsn(database_url)
+        self._cache = cache
+        self.freshness = Notifications(cache)
+        self._reader: asyncpg.Connection | None = None
+        self._reader_lock = asyncio.Lock()
+        self._writer: asyncpg.Connection | None = None
+        self.writes: Batcher[Write | ReadWrite, Any] = Batcher(self._run_batch, isolate_failures=True)
+
+    async def start(self) -> None:
+        async with self._reader_lock:
+            await self._reader_connection()
+        await self._writer_connection()
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    def fresh(self) -> bool:
+        return self.freshness.listening
+
+    async def fetch(self, statement: str, params: Mapping[str, Any]) -> list[Any]:
+        prepared = sql.for_dialect(statement, sql.POSTGRES)
+        args = sql.bind(prepared, params, sql.POSTGRES)
+        async with self._reader_lock:
+            connection = await self._reader_connection()
+            return list(await connection.fetch(prepared.text, *args))
+
+    async def _reader_connection(self) -> asyncpg.Connection:
+        if self._reader is None or self._reader.is_closed():
+            self.freshness.stopped()
+            connection = await asyncpg.connect(self._dsn, server_settings={"application_name": READER_NAME})
+            await connection.add_listener(CHANNEL, self._heard)
+            connection.add_termination_listener(self._lost)
+            self._reader = connection
+            self.freshness.started()
+        return self._reader
+
+    def _heard(self, _connection: Any, pid: int, _channel: str, key: str) -> None:
+        self.freshness.heard(pid, key)
+
+    def _lost(self, _connection: Any) -> None:
+        self.freshness.stopped()
+
+    # --- writes ----------------------------------------------------------------------------------
+
+    async def _writer_connection(self) -> asyncpg.Connection:
+        if self._writer is None or self._writer.is_closed():
+            self._writer = await asyncpg.connect(self._dsn, server_settings={"application_name": WRITER_NAME})
+            self.freshness.own_pid = self._writer.get_server_pid()
+        return self._writer
+
+    async def _run_batch(self, units: Sequence[Write | ReadWrite]) -> list[Any]:
+        # In a task of its own, shielded: a batch whose COMMIT was sent finishes and settles the cache
+        # even when whoever waited for it is cancelled.
+        return await asyncio.shield(asyncio.ensure_future(self._run_here(units)))
+
+    async def _run_here(self, units: Sequence[Write | ReadWrite]) -> list[Any]:
+        connection = await self._writer_connection()
+        plans: list[tuple[Plan, Ticket | None]] = []
+        first = units[0]
+        if len(units) == 1 and isinstance(first, Write) and _one_statement(first.plan):
+            # Autocommit: the statement and its commit in one round trip.
+            results = [await run_plan(connection, first.plan)]
+            plans.append((first.plan, first.ticket))
+        else:
+            async with connection.transaction():
+                results = [await self._run_unit(connection, unit, plans) for unit in units]
+        for plan, ticket in plans:
+            self._cache.settle(ticket, plan.entries, plan.touched)
+        return results
+
+    async def _run_unit(
+        self, connection: asyncpg.Connection, unit: Write | ReadWrite, plans: list[tuple[Plan, Ticket | None]]
+    ) -> Any:
+        if isinstance(unit, Write):
+            plans.append((unit.plan, unit.ticket))
+            return await run_plan(connection, unit.plan)
+        lock = sql.for_dialect(sql.ADVISORY_LOCK, sql.POSTGRES)
+        for name in sorted(unit.locks):  # one order for everyone: no deadlock
+            await connection.execute(lock.text, name)
+        read = sql.for_dialect(unit.read, sql.POSTGRES)
+        rows = [tuple(record) for record in await connection.fetch(read.text, *sql.bind(read, unit.params, sql.POSTGRES))]
+        plan, result = unit.decide(rows)
+        returned = await run_plan(connection, plan)
+        plans.append((plan, None))
+        return Decided(result, [key for keys in returned for key in keys])
+
+    async def run_job(self, job: Job) -> Any:
+        async with self._engine.begin() as connection:
+            return await connection.run_sync(job)
+
+    async def aclose(self) -> None:
+        await self.writes.drain()
+        for connection in (self._reader, self._writer):
+            if connection is not None and not connection.is_closed():
+                await connection.close()
+        self.freshness.stopped()
+
+
+def _one_statement(plan: Plan) -> bool:
+    return len(plan.steps) == 1 and len(plan.steps[0].rows) == 1
+
+
+async def run_plan(connection: asyncpg.Connection, plan: Plan) -> list[list[Any]]:
+    """Each step in order; for a returning step, what its rows returned (first column)."""
+    returned: list[list[Any]] = []
+    for step in plan.steps:
+        prepared = sql.for_dialect(step.statement, sql.POSTGRES)
+        rows = [sql.bind(prepared, row, sql.POSTGRES) for row in step.rows]
+        if step.returning:
+            found = []
+            for row in rows:
+                found += [record[0] for record in await connection.fetch(prepared.text, *row)]
+            returned.append(found)
+        elif len(rows) == 1:
+            await connection.execute(prepared.text, *rows[0])
+            returned.append([])
+        else:
+            await connection.executemany(prepared.text, rows)
+            returned.append([])
+    return returned

@@ -1,0 +1,348 @@
+"""TokenStore: the vault's face, in any process (DESIGN.md, "The vault").
+
+The seed's four methods (`store_token`, `get_token`, `get_all_tokens_by_type`, `delete_token`) with
+their names and results, plus what the flows, jobs and the bot need: several writes in one
+transaction, records with their metadata, listings, accounts, and expiring Shopify tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from service import keys
+from service.crypto import KeyRing
+from service.db import create_engine, sqlite_file
+from service.errors import InvalidInput, NotConfigured, SchemaOutOfDate, SettingsError, UndecryptableValue
+from service.migrate import current_revision, head_revision
+from service.models import utcnow
+from service.settings import Settings
+from service.vault import sql
+from service.vault.batching import Batcher
+from service.vault.cache import MISSING, UNKNOWN, Entry, Ticket, TokenCache
+from service.vault.planner import Plan, Step, plan_delete, plan_writes
+from service.vault.postgres import PostgresBackend
+from service.vault.schema import RECORD_COLUMNS, TokenRecord, TokenWrite, validate_key, validate_write
+from service.vault.sqlite import SQLiteBackend
+from service.vault.bulk import Bulk
+from service.vault.writes import Decided, Job, ReadWrite, Write
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from service.refresh import ShopifyTokens
+
+R = TypeVar("R")
+# A Shopify token that expires within this is refreshed before it is handed out.
+REFRESH_MARGIN = timedelta(minutes=5)
+PAGE_SIZE = 500  # rows per query when walking the table
+DECRYPT_CHUNK = 64  # values decrypted between two yields to the event loop (~2 ms)
+
+Backend = SQLiteBackend | PostgresBackend
+Found = Entry | None | BaseException
+
+
+@dataclass(eq=False)
+class _Load:
+    """One PostgreSQL cache miss in the loader's queue; later misses of the same key join it."""
+
+    key: str
+    future: asyncio.Future[Found] | None = None
+    ticket: Ticket | None = None  # set when its query is sent
+
+
+class TokenStore:
+    # Set by whoever has an HTTP client (the app, or a script): refreshes expiring Shopify tokens.
+    shopify_tokens: ShopifyTokens | None = None
+
+    def __init__(self, backend: Backend, *, engine: AsyncEngine, keyring: KeyRing, cache: TokenCache) -> None:
+        self._backend = backend
+        self._ring = keyring
+        self._cache = cache
+        # The SQLAlchemy engine the ORM models run on: for the service's other tables, never tokens.
+        self.engine = engine
+        self._loading: dict[str, _Load] = {}
+        self._queries = 0  # cache misses that went to the database (a PostgreSQL batch counts once)
+        self._loads: Batcher[_Load, Found] = Batcher(self._load_batch, isolate_failures=False)
+        self.bulk = Bulk(self, backend, keyring)  # what operator jobs do to the whole table
+
+    # --- opening ---------------------------------------------------------------------------------
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls, target: str | Settings, *, check_schema: bool = True, cache_size: int | None = None
+    ) -> AsyncIterator[TokenStore]:
+        """A store on a database URL (keys from the environment and .env) or on a Settings object."""
+        settings = Settings.from_environ().with_database(target) if isinstance(target, str) else target
+        keyring = KeyRing.from_settings(settings)
+        engine = create_engine(settings.database_url, keyring=keyring)
+        cache = TokenCache() if cache_size is None else TokenCache(cache_size)
+        store: TokenStore | None = None
+        try:
+            if check_schema:
+                await _check_schema(engine)
+            path = sqlite_file(settings.database_url)
+            if engine.dialect.name == "sqlite":
+                if path is None:
+                    raise SettingsError("The vault needs a SQLite file, not an in-memory database.")
+                backend: Backend = SQLiteBackend(path, keyring, cache)
+            else:
+                backend = PostgresBackend(settings.database_url, cache, engine)
+                await backend.start()
+            store = cls(backend, engine=engine, keyring=keyring, cache=cache)
+            yield store
+        finally:
+            if store is not None:
+                await store.aclose()
+            await engine.dispose()
+
+    async def aclose(self) -> None:
+        """Let queued writes commit, then close the vault's connections (open() does this on exit)."""
+        await self._loads.drain()
+        await self._backend.aclose()
+
+    async def check_schema(self) -> None:
+        await _check_schema(self.engine)
+
+    async def ping(self) -> None:
+        """One round trip to the database: raises when it does not answer."""
+        await self._backend.fetch("SELECT 1", {})
+
+    # --- the seed's API --------------------------------------------------------------------------
+
+    async def store_token(self, key: str, value: str, type: str = "token", **metadata: Any) -> None:
+        await self.store_tokens([TokenWrite(key, value, type, metadata)])
+
+    async def get_token(self, key: str) -> str | None:
+        entry = await self._entry(key)
+        return None if entry is None else entry.value
+
+    async def get_all_tokens_by_type(self, type: str) -> dict[str, str]:
+        return {key: value async for key, value in self.iter_tokens_by_type(type)}
+
+    async def delete_token(self, key: str) -> bool:
+        return await self.delete_tokens([validate_key(key)]) == 1
+
+    # --- more of the same ------------------------------------------------------------------------
+
+    async def iter_tokens_by_type(self, type: str) -> AsyncIterator[tuple[str, str]]:
+        """(key, plaintext) of every row of a type, in key order, a page at a time: memory stays bounded
+        and the event loop is never held more than a few milliseconds."""
+        after = ""
+        while True:
+            rows = await self._backend.fetch(sql.VALUES_BY_TYPE, {"type": type, "after": after, "limit": PAGE_SIZE})
+            for start in range(0, len(rows), DECRYPT_CHUNK):
+                for key, ciphertext in rows[start : start + DECRYPT_CHUNK]:
+                    yield key, self._ring.decrypt(ciphertext, key_name=key)
+                await asyncio.sleep(0)
+            if len(rows) < PAGE_SIZE:
+                return
+            after = rows[-1][0]
+
+    async def store_tokens(self, writes: Sequence[TokenWrite]) -> None:
+        """Write several rows in one transaction: all of them land, or none."""
+        for write in writes:
+            validate_write(write)
+        if writes:
+            await self.write(plan_writes(writes, ring=self._ring, now=utcnow()))
+
+    async def delete_tokens(self, keys_to_delete: Iterable[str]) -> int:
+        wanted = [validate_key(key) for key in keys_to_delete]
+        if not wanted:
+            return 0
+        (deleted,) = await self.write(plan_delete(wanted))
+        return len(deleted)
+
+    async def get_record(self, key: str) -> TokenRecord | None:
+        validate_key(key)
+        records = self._records(await self._backend.fetch(sql.RECORD, {"key": key}))
+        return records[0] if records else None
+
+    async def account_tokens(self, account_uuid: str) -> list[TokenRecord]:
+        """Everything one account owns, decrypted, in one query on the indexed account column."""
+        return self._records(await self._backend.fetch(sql.ACCOUNT_RECORDS, {"account": account_uuid}))
+
+    async def list_tokens(self, type: str | None = None, *, account_uuid: str | None = None) -> list[TokenRecord]:
+        """Rows' metadata, values not decrypted (listings and status pages never show them)."""
+        if account_uuid is not None:
+            rows = await self._backend.fetch(sql.ACCOUNT_LISTING, {"account": account_uuid})
+            return [record for record in map(_listed, rows) if type is None or record.type == type]
+        records: list[TokenRecord] = []
+        after = ""
+        while True:
+            params: dict[str, Any] = {"after": after, "limit": PAGE_SIZE}
+            if type is not None:
+                params["type"] = type
+            rows = await self._backend.fetch(sql.LISTING if type is None else sql.LISTING_BY_TYPE, params)
+            records += map(_listed, rows)
+            if len(rows) < PAGE_SIZE:
+                return records
+            after = rows[-1][0]
+
+    async def account_of(self, key: str) -> str | None:
+        rows = await self._backend.fetch(sql.ACCOUNT_OF, {"key": validate_key(key)})
+        return rows[0][0] if rows else None
+
+    async def create_account(self) -> str:
+        account = str(uuid.uuid4())
+        await self.write(Plan([Step(sql.ENSURE_ACCOUNT, [{"account": account, "now": utcnow()}])]))
+        return account
+
+    async def link_to_account(self, key: str, account_uuid: str) -> bool:
+        validate_key(key)
+        if keys.as_uuid(account_uuid) != account_uuid:
+            raise InvalidInput("An account UUID must be a lower-case UUID.")
+        now = utcnow()
+        plan = Plan(
+            [
+                Step(sql.ENSURE_ACCOUNT, [{"account": account_uuid, "now": now}]),
+                Step(sql.RELINK_TOKEN, [{"key": key, "account": account_uuid, "now": now}], returning=True),
+            ]
+        )
+        _ensured, linked = await self.write(plan)
+        return bool(linked)
+
+    # --- Shopify tokens --------------------------------------------------------------------------
+
+    async def get_shopify_token(self, shop: str) -> str | None:
+        """A working Shopify access token for the shop (name or domain); one not due for refresh costs
+        what get_token costs, one that expires within REFRESH_MARGIN is refreshed first."""
+        from service.providers.shopify import normalize_shop, shop_key
+
+        key = keys.shopify_token_key(shop_key(normalize_shop(shop)))
+        entry = await self._entry(key, need_expiry=True)
+        if entry is None:
+            return None
+        if not entry.refreshable or entry.expires_at is None or entry.expires_at - utcnow() >= REFRESH_MARGIN:  # type: ignore[operator]
+            return entry.value
+        if self.shopify_tokens is None:
+            raise NotConfigured("This store has no Shopify client attached (service.refresh.ShopifyTokens).")
+        return await self.shopify_tokens.get(shop)
+
+    # --- writes for the rest of the service ------------------------------------------------------
+
+    async def write(self, plan: Plan) -> list[list[Any]]:
+        """Run a plan in the writer's next transaction; what its returning steps returned, once committed."""
+        ticket = self._cache.reserve(plan.entries)
+        return await self._backend.writes.submit(Write(plan, ticket))  # type: ignore[arg-type]
+
+    async def read_write(self, unit: ReadWrite) -> Decided:
+        """Read, decide and write in one transaction of the writer (see ReadWrite)."""
+        return await self._backend.writes.submit(unit)  # type: ignore[arg-type]
+
+    async def run_write(self, job: Job) -> Any:
+        """Run `job` (a function of a synchronous Connection) in a write transaction, for the service's
+        tables outside the vault (OAuth state, webhook bookkeeping); return what it returned once committed.
+        On SQLite it shares the writer's batches with token writes; a job that raises fails alone."""
+        return await self._backend.run_job(job)
+
+    # --- reading through the cache ---------------------------------------------------------------
+
+    async def _entry(self, key: str, *, need_expiry: bool = False) -> Entry | None:
+        if self._backend.fresh():
+            entry = self._cache.get(key)
+            if entry is not MISSING and not (need_expiry and entry is not None and entry.expires_at is UNKNOWN):  # type: ignore[union-attr]
+                return entry  # type: ignore[return-value]
+        validate_key(key)
+        if self._backend.inline_reads:
+            self._queries += 1
+            found = self._found([key], self._backend.read(sql.LOAD_ONE, {"key": key}))
+            self._fill(self._cache.reserve((key,)), found)
+        else:
+            found = {key: await self._queued_load(key)}
+        result = found[key]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def _queued_load(self, key: str) -> Found:
+        load = self._loading.get(key)
+        if load is None or (load.ticket is not None and not self._cache.holds(key, load.ticket)):
+            # Nothing under way for this key, or what is under way read before a change: a fresh load.
+            load = _Load(key)
+            load.future = asyncio.ensure_future(self._loads.submit(load))
+            load.future.add_done_callback(functools.partial(self._load_done, load))
+            self._loading[key] = load
+        assert load.future is not None
+        return await asyncio.shield(load.future)
+
+    def _load_done(self, load: _Load, _future: asyncio.Future[Found]) -> None:
+        if self._loading.get(load.key) is load:
+            del self._loading[load.key]
+
+    async def _load_batch(self, loads: Sequence[_Load]) -> list[Found]:
+        wanted = list(dict.fromkeys(load.key for load in loads))
+        self._queries += 1
+        ticket = self._cache.reserve(wanted)
+        for load in loads:
+            load.ticket = ticket
+        found = self._found(wanted, await self._backend.fetch(sql.LOAD, {"keys": wanted}))
+        if self._backend.fresh():
+            self._fill(ticket, found)
+        return [found[load.key] for load in loads]
+
+    def _found(self, wanted: list[str], rows: Iterable[Any]) -> dict[str, Found]:
+        found: dict[str, Found] = dict.fromkeys(wanted)
+        decrypt = self._ring.decrypt
+        for key, ciphertext, expires_at, refreshable in rows:
+            try:
+                found[key] = Entry(decrypt(ciphertext, key_name=key), sql.from_disk(expires_at), bool(refreshable))
+            except UndecryptableValue as error:
+                found[key] = error  # fails only its own readers, and is never cached
+        return found
+
+    def _fill(self, ticket: Ticket, found: dict[str, Found]) -> None:
+        self._cache.fill(ticket, {key: entry for key, entry in found.items() if not isinstance(entry, BaseException)})
+
+    def _records(self, rows: Iterable[Any]) -> list[TokenRecord]:
+        records = []
+        for *plain, value, refresh in rows:
+            fields = _fields(plain)
+            fields["value"] = self._ring.decrypt(value, key_name=fields["key"])
+            if refresh is not None:
+                fields["refresh_token"] = self._ring.decrypt(refresh, key_name=fields["key"] + " (refresh token)")
+            records.append(TokenRecord(**fields))
+        return records
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters for benchmarks and tests: cache hits and misses, the queries misses made, write batches."""
+        return {
+            "hits": self._cache.hits,
+            "misses": self._cache.misses,
+            "queries": self._queries,
+            "write_batches": self._backend.writes.batches,
+            "cached": len(self._cache),
+        }
+
+
+_DATETIMES = frozenset(name for name in RECORD_COLUMNS if name.endswith("_at") or name.endswith("_until"))
+
+
+def _fields(plain: Sequence[Any]) -> dict[str, Any]:
+    fields = dict(zip(RECORD_COLUMNS, plain, strict=True))
+    for name in _DATETIMES:
+        fields[name] = sql.from_disk(fields[name])
+    return fields
+
+
+def _listed(row: Sequence[Any]) -> TokenRecord:
+    return TokenRecord(value=None, **_fields(row))
+
+
+async def _check_schema(engine: AsyncEngine) -> None:
+    current, head = await current_revision(engine), head_revision()
+    if current != head:
+        raise SchemaOutOfDate(
+            f"The database is at revision {current or 'none'} and this code needs {head}: run `salesbot migrate`."
+        )
+
+
+__all__ = ["REFRESH_MARGIN", "TokenRecord", "TokenStore", "TokenWrite"]
