@@ -112,6 +112,25 @@ class WebhookUnauthorized(ServiceError):
     code = "invalid_webhook_signature"
 
 
+class WebhookNotJSON(WebhookUnauthorized):
+    """A correctly signed body that is not a JSON object: not a webhook (a callback's query string, say)."""
+
+    code = "invalid_webhook_body"
+
+
+class WebhookShopMismatch(WebhookUnauthorized):
+    """The unsigned X-Shopify-Shop-Domain header names another shop than the signed body."""
+
+    code = "webhook_shop_mismatch"
+
+
+class WebhookFieldsMissing(ServiceError):
+    """A signed JSON body without the fields its topic documents."""
+
+    status_code = 400
+    code = "webhook_fields_missing"
+
+
 class InvalidSignedRequest(ServiceError):
     status_code = 400
     code = "invalid_signed_request"
