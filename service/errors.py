@@ -20,7 +20,7 @@ class ServiceError(Exception):
         if status_code is not None:
             self.status_code = status_code
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> dict[str, object]:
         return {"error": self.code, "message": self.message}
 
 
@@ -129,6 +129,35 @@ class WebhookFieldsMissing(ServiceError):
 
     status_code = 400
     code = "webhook_fields_missing"
+
+
+class OwnedElsewhere(ServiceError):
+    """A callback proved an identity whose links belong to another account than the one it would
+    join: that part of it was not joined (DESIGN.md, "Accounts")."""
+
+    status_code = 409
+    code = "owned_elsewhere"
+
+
+class ShopOwnedElsewhere(OwnedElsewhere):
+    code = "shop_owned_elsewhere"
+
+
+class FacebookUserOwnedElsewhere(OwnedElsewhere):
+    code = "facebook_user_owned_elsewhere"
+
+
+class PageOwnedElsewhere(OwnedElsewhere):
+    """Pages another Facebook user linked; the grant's other Pages were stored."""
+
+    code = "page_owned_elsewhere"
+
+    def __init__(self, message: str, *, pages: list[str]) -> None:
+        super().__init__(message)
+        self.pages = pages
+
+    def as_dict(self) -> dict[str, object]:
+        return {**super().as_dict(), "pages": self.pages}
 
 
 class InvalidSignedRequest(ServiceError):

@@ -5,7 +5,8 @@
   reinstall raced the webhook) deletes nothing.
 - Shopify `shop/redact` (48 h after uninstall): the token and the account link.
 - Facebook deauthorize (user_id): the user's token and every Page token their grant gave; the Pages'
-  account links stay. A Page removing the app (profile_id): that Page's token.
+  account links stay, still theirs, so the same user reconnecting finds the same account. A Page
+  removing the app (profile_id): that Page's token.
 - Facebook data deletion: as deauthorize, plus the Pages' account links; recorded with a code.
 """
 
@@ -15,7 +16,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, insert, or_, select
+from sqlalchemy import and_, delete, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -67,15 +68,15 @@ async def _forget_shop(connection: AsyncConnection, domain: str, topic: str, tri
 
 
 async def _forget_user(connection: AsyncConnection, user_id: str, *, erase_links: bool) -> int:
+    # Page tokens and Page links both carry the user whose grant made them (granted_by).
     page_ids = (
         (await connection.execute(select(TOKENS.c.subject).where(TOKENS.c.granted_by == user_id))).scalars().all()
     )
     doomed = [keys.facebook_user_token_key(user_id)]
     if erase_links:
         doomed += [keys.page_uuid_key(page_id) for page_id in page_ids if page_id]
-    result = await connection.execute(
-        delete(TOKENS).where(or_(TOKENS.c.key.in_(doomed), TOKENS.c.granted_by == user_id))
-    )
+    granted_tokens = and_(TOKENS.c.granted_by == user_id, TOKENS.c.type == "token")
+    result = await connection.execute(delete(TOKENS).where(or_(TOKENS.c.key.in_(doomed), granted_tokens)))
     return result.rowcount
 
 

@@ -36,6 +36,9 @@ TITLES = {
     "provider_unavailable": "The provider did not answer",
     "token_revoked": "Access was revoked",
     "scope_mismatch": "Some permissions were not granted",
+    "shop_owned_elsewhere": "This store belongs to another account",
+    "facebook_user_owned_elsewhere": "These Pages belong to another account",
+    "page_owned_elsewhere": "Some Pages belong to another account",
 }
 
 

@@ -10,13 +10,15 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from service import keys, revocations
-from service.accounts import connect_rows
+from service.accounts import connect_facebook
 from service.errors import (
     AccessDenied,
+    FacebookUserOwnedElsewhere,
     InvalidCallback,
     InvalidSignedRequest,
     InvalidState,
     NotFound,
+    PageOwnedElsewhere,
 )
 from service.models import utcnow
 from service.oauth_state import begin_flow, finish_flow
@@ -103,38 +105,59 @@ async def callback(request: Request) -> Response:
     pages = await graph.pages(user_token.access_token)
     user_id = user["id"]
     scopes = ",".join(flow.scopes)
-    writes = [
-        TokenWrite(
-            keys.facebook_user_token_key(user_id),
-            user_token.access_token,
-            "token",
-            {"provider": keys.FACEBOOK, "subject": user_id, "scopes": scopes, "expires_at": user_token.expires_at},
-        )
-    ]
-    writes += [
-        TokenWrite(
-            keys.page_token_key(page.id),
-            page.access_token,
-            "token",
-            # Page tokens from a long-lived user token do not expire by time (they die with the grant).
-            {
-                "provider": keys.FACEBOOK,
-                "subject": page.id,
-                "granted_by": user_id,
-                "scopes": scopes,
-                "expires_at": None,
-            },
+    user_write = TokenWrite(
+        keys.facebook_user_token_key(user_id),
+        user_token.access_token,
+        "token",
+        {"provider": keys.FACEBOOK, "subject": user_id, "scopes": scopes, "expires_at": user_token.expires_at},
+    )
+    page_writes = [
+        (
+            page.id,
+            TokenWrite(
+                keys.page_token_key(page.id),
+                page.access_token,
+                "token",
+                # Page tokens from a long-lived user token do not expire by time (they die with the grant).
+                {
+                    "provider": keys.FACEBOOK,
+                    "subject": page.id,
+                    "granted_by": user_id,
+                    "scopes": scopes,
+                    "expires_at": None,
+                },
+            ),
         )
         for page in pages
     ]
-    account = await connect_rows(
+    joined = await connect_facebook(
         app.store,
-        writes=writes,
-        uuid_keys=[keys.page_uuid_key(page.id) for page in pages],
+        user_id=user_id,
+        user_token=user_write,
+        pages=page_writes,
         session_account=flow.account_uuid or session_account(request),
     )
-    request.session["account"] = account
+    if joined.account is None:
+        raise FacebookUserOwnedElsewhere(
+            "This Facebook user's Pages are connected to another account, so nothing was changed and this browser "
+            "stays in its own account. To open that account, log out first, then connect Facebook again."
+        )
+    request.session["account"] = joined.account
+    if joined.refused_pages:
+        raise _pages_elsewhere([page for page in pages if page.id in joined.refused_pages], granted=len(pages))
     return RedirectResponse("/", status_code=303)
+
+
+def _pages_elsewhere(refused: list[facebook.Page], *, granted: int) -> PageOwnedElsewhere:
+    names = ", ".join(f"{page.name[:80]} ({page.id})" if page.name else page.id for page in refused)
+    which = f"The Facebook Page {names} is" if len(refused) == 1 else f"The Facebook Pages {names} are"
+    others = " The other Pages of your grant were connected." if granted > len(refused) else ""
+    return PageOwnedElsewhere(
+        f"{which} already connected to another account by a different Facebook user, so nothing was changed "
+        f"for {'it' if len(refused) == 1 else 'them'}.{others} If a Page is yours, log out, connect the Shopify "
+        "store of its account, then connect Facebook again.",
+        pages=[page.id for page in refused],
+    )
 
 
 async def _signed_request(request: Request) -> dict:

@@ -10,8 +10,15 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from service import keys, revocations
-from service.accounts import connect_rows
-from service.errors import InvalidCallback, InvalidShop, NotConfigured, WebhookShopMismatch, WebhookUnauthorized
+from service.accounts import connect_shop
+from service.errors import (
+    InvalidCallback,
+    InvalidShop,
+    NotConfigured,
+    ShopOwnedElsewhere,
+    WebhookShopMismatch,
+    WebhookUnauthorized,
+)
 from service.models import utcnow
 from service.oauth_state import begin_flow, finish_flow
 from service.providers import shopify
@@ -83,28 +90,31 @@ async def callback(request: Request) -> Response:
     )
     granted = shopify.check_scopes(flow.scopes, ",".join(token.scopes))
     shop_key = shopify.shop_key(domain)
-    account = await connect_rows(
+    joined = await connect_shop(
         app.store,
-        writes=[
-            TokenWrite(
-                keys.shopify_token_key(shop_key),
-                token.access_token,
-                "token",
-                {
-                    "provider": keys.SHOPIFY,
-                    "subject": domain,
-                    "scopes": ",".join(granted),
-                    "expires_at": token.expires_at,
-                    "refresh_token": token.refresh_token,
-                    "refresh_expires_at": token.refresh_expires_at,
-                    "refresh_lease_until": None,
-                },
-            )
-        ],
-        uuid_keys=[keys.shopify_uuid_key(shop_key)],
+        shop_key=shop_key,
+        token=TokenWrite(
+            keys.shopify_token_key(shop_key),
+            token.access_token,
+            "token",
+            {
+                "provider": keys.SHOPIFY,
+                "subject": domain,
+                "scopes": ",".join(granted),
+                "expires_at": token.expires_at,
+                "refresh_token": token.refresh_token,
+                "refresh_expires_at": token.refresh_expires_at,
+                "refresh_lease_until": None,
+            },
+        ),
         session_account=flow.account_uuid or session_account(request),
     )
-    request.session["account"] = account
+    if joined.account is None:
+        raise ShopOwnedElsewhere(
+            f"The store {domain} is connected to another account, so nothing was changed and this browser stays "
+            "in its own account. To open the store's account, log out first, then connect the store again."
+        )
+    request.session["account"] = joined.account
     return RedirectResponse("/", status_code=303)
 
 
