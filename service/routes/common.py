@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.templating import Jinja2Templates
+from starlette.types import Message
 
 from service.errors import NotConfigured, ServiceError
 from service.refresh import ShopifyTokens
@@ -80,6 +83,34 @@ def browser_nonce(request: Request, *, create: bool) -> str | None:
 def session_account(request: Request) -> str | None:
     account = request.session.get("account")
     return account if isinstance(account, str) else None
+
+
+async def read_body(request: Request, *, limit: int, too_large: Callable[[], ServiceError]) -> bytes:
+    """The request body, refused (`too_large()`) as soon as it is known to pass `limit` bytes: from
+    Content-Length before reading anything, otherwise while streaming, so memory never holds more."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large()
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large()
+    return bytes(body)
+
+
+async def read_form(request: Request, body: bytes) -> FormData:
+    """Parse a body already read by read_body as a form (urlencoded or multipart), as Starlette would."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return await Request(request.scope, replay).form()
 
 
 def error_response(request: Request, error: ServiceError) -> Response:

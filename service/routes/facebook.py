@@ -23,7 +23,16 @@ from service.errors import (
 from service.models import utcnow
 from service.oauth_state import begin_flow, finish_flow
 from service.providers import facebook
-from service.routes.common import browser_nonce, require_settings, services, session_account, templates, wants_json
+from service.routes.common import (
+    browser_nonce,
+    read_body,
+    read_form,
+    require_settings,
+    services,
+    session_account,
+    templates,
+    wants_json,
+)
 from service.settings import Settings
 from service.store import TokenWrite
 
@@ -163,14 +172,16 @@ def _pages_elsewhere(refused: list[facebook.Page], *, granted: int) -> PageOwned
 async def _signed_request(request: Request) -> dict:
     app = services(request)
     _app_id, app_secret, _redirect_uri = _credentials(app.settings)
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise InvalidSignedRequest("The request is larger than any signed_request.")
-    form = await request.form()
+    body = await read_body(request, limit=MAX_FORM_BYTES, too_large=_too_large)
+    form = await read_form(request, body)
     values = form.getlist("signed_request")
     if len(values) != 1 or not isinstance(values[0], str):
         raise InvalidSignedRequest("The request must carry exactly one signed_request form field.")
     return facebook.parse_signed_request(values[0], app_secret=app_secret)
+
+
+def _too_large() -> InvalidSignedRequest:
+    return InvalidSignedRequest("The request is larger than any signed_request.", status_code=413)
 
 
 def _user_id(payload: dict, name: str = "user_id") -> str | None:

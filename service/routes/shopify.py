@@ -22,7 +22,7 @@ from service.errors import (
 from service.models import utcnow
 from service.oauth_state import begin_flow, finish_flow
 from service.providers import shopify
-from service.routes.common import browser_nonce, require_settings, services, session_account
+from service.routes.common import browser_nonce, read_body, require_settings, services, session_account
 from service.settings import Settings
 from service.store import TokenWrite
 
@@ -133,9 +133,7 @@ async def webhooks(request: Request) -> Response:
     app = services(request)
     if app.settings.shopify_api_secret is None:
         raise NotConfigured("Shopify is not configured: set SHOPIFY_API_SECRET.")
-    body = await request.body()
-    if len(body) > MAX_WEBHOOK_BYTES:
-        raise WebhookUnauthorized("The webhook body is larger than any Shopify webhook.", status_code=413)
+    body = await read_body(request, limit=MAX_WEBHOOK_BYTES, too_large=_too_large)
     shopify.verify_webhook(
         body, request.headers.get("x-shopify-hmac-sha256"), secret=str(app.settings.shopify_api_secret)
     )
@@ -157,6 +155,10 @@ async def webhooks(request: Request) -> Response:
     if outcome.status == "ok":
         return JSONResponse({"status": "ok", "topic": topic, "deleted": outcome.deleted})
     return JSONResponse({"status": outcome.status, "topic": topic, "webhook_id": webhook_id})
+
+
+def _too_large() -> WebhookUnauthorized:
+    return WebhookUnauthorized("The webhook body is larger than any Shopify webhook.", status_code=413)
 
 
 def _header_shop(request: Request) -> str | None:
