@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
+import time
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
@@ -194,16 +197,26 @@ def _user_id(payload: dict, name: str = "user_id") -> str | None:
     return text
 
 
+def _checked(request: Request, payload: dict) -> str:
+    """Refuse a signed_request issued outside the window; return its digest (what a replay repeats)."""
+    facebook.check_issued_at(payload, now=time.time())
+    secret = str(services(request).settings.state_token_secret).encode()
+    return facebook.payload_digest(payload, key=hmac.new(secret, b"salesbot signed_request", hashlib.sha256).digest())
+
+
 async def deauthorize(request: Request) -> Response:
     app = services(request)
     payload = await _signed_request(request)
     user_id, profile_id = _user_id(payload), _user_id(payload, "profile_id")
-    if user_id is not None:
-        deleted = await revocations.deauthorize_user(app.store, user_id)
-    elif profile_id is not None:
-        deleted = await revocations.remove_page(app.store, profile_id)
-    else:
+    if user_id is None and profile_id is None:
         raise InvalidSignedRequest("The signed_request names no user_id or profile_id.")
+    digest = _checked(request, payload)
+    if user_id is not None:
+        deleted = await revocations.deauthorize_user(app.store, user_id, request_digest=digest)
+    else:
+        deleted = await revocations.remove_page(app.store, str(profile_id), request_digest=digest)
+    if deleted is None:
+        return JSONResponse({"status": "duplicate", "deleted": 0})
     return JSONResponse({"status": "ok", "deleted": deleted})
 
 
@@ -222,7 +235,7 @@ async def data_deletion(request: Request) -> Response:
     user_id = _user_id(payload)
     if user_id is None:
         raise InvalidSignedRequest("The signed_request names no user_id.")
-    code, _deleted = await revocations.delete_user_data(app.store, user_id)
+    code, _deleted = await revocations.delete_user_data(app.store, user_id, request_digest=_checked(request, payload))
     url = f"{_public_base(request, app.settings)}/facebook/data-deletion/{code}"
     return JSONResponse({"url": url, "confirmation_code": code})
 
