@@ -1,4 +1,5 @@
-"""create_app: the routes, the middleware, and a lifespan that opens the store and the HTTP client.
+"""create_app: the routes, the middleware, and a lifespan that opens the store and the HTTP client
+and prunes old rows on a schedule (service/housekeeping.py).
 
 Errors become responses in one place: a ServiceError is a page (or JSON) with its status and code;
 anything else is a bare 500 whose log line names the exception class and the path, nothing more
@@ -7,6 +8,7 @@ anything else is a bare 500 whose log line names the exception class and the pat
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -25,6 +27,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service import housekeeping
 from service.crypto import KeyRing
 from service.db import create_engine
 from service.errors import ServiceError
@@ -108,6 +111,7 @@ def create_app(
     http_client: httpx.AsyncClient | None = None,
     extra_routes: Sequence[BaseRoute] = (),
     demo: Any = None,
+    prune_every: float = housekeeping.PRUNE_EVERY,
 ) -> Starlette:
     keyring = KeyRing.from_settings(settings)  # a bad key fails here, before anything listens
     redact_http_logs()  # httpx logs full URLs at INFO, and Graph URLs carry secrets and codes
@@ -124,7 +128,13 @@ def create_app(
             shopify_tokens = ShopifyTokens(store, settings, http)
             store.shopify_tokens = shopify_tokens
             app.state.services = Services(settings, store, http, shopify_tokens, demo)
-            yield
+            pruning = asyncio.create_task(housekeeping.prune_periodically(store, prune_every))
+            try:
+                yield
+            finally:
+                pruning.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pruning
         finally:
             if http_client is None:
                 await http.aclose()

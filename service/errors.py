@@ -23,6 +23,11 @@ class ServiceError(Exception):
     def as_dict(self) -> dict[str, object]:
         return {"error": self.code, "message": self.message}
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """Response headers the error needs beside its status (Retry-After, say)."""
+        return {}
+
 
 # --- configuration -------------------------------------------------------------------------------
 
@@ -163,6 +168,21 @@ class PageOwnedElsewhere(OwnedElsewhere):
 class InvalidSignedRequest(ServiceError):
     status_code = 400
     code = "invalid_signed_request"
+
+
+class TooManySignIns(ServiceError):
+    """A browser or an address holds too many unfinished sign-ins; `Retry-After` says when one expires."""
+
+    status_code = 429
+    code = "too_many_sign_ins"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class ProviderError(ServiceError):

@@ -42,6 +42,7 @@ TITLES = {
     "shop_owned_elsewhere": "This store belongs to another account",
     "facebook_user_owned_elsewhere": "These Pages belong to another account",
     "page_owned_elsewhere": "Some Pages belong to another account",
+    "too_many_sign_ins": "Too many unfinished sign-ins",
 }
 
 
@@ -80,6 +81,11 @@ def browser_nonce(request: Request, *, create: bool) -> str | None:
     return nonce
 
 
+def client_ip(request: Request) -> str | None:
+    # uvicorn sets this from X-Forwarded-For when the proxy is trusted (--forwarded-allow-ips).
+    return request.client.host[:64] if request.client else None
+
+
 def session_account(request: Request) -> str | None:
     account = request.session.get("account")
     return account if isinstance(account, str) else None
@@ -115,7 +121,7 @@ async def read_form(request: Request, body: bytes) -> FormData:
 
 def error_response(request: Request, error: ServiceError) -> Response:
     if wants_json(request) or request.method != "GET":
-        return JSONResponse(error.as_dict(), status_code=error.status_code)
+        return JSONResponse(error.as_dict(), status_code=error.status_code, headers=error.headers)
     return templates.TemplateResponse(
         request,
         "error.html",
@@ -126,4 +132,5 @@ def error_response(request: Request, error: ServiceError) -> Response:
             "status": error.status_code,
         },
         status_code=error.status_code,
+        headers=error.headers,
     )

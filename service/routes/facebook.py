@@ -28,6 +28,7 @@ from service.oauth_state import begin_flow, finish_flow
 from service.providers import facebook
 from service.routes.common import (
     browser_nonce,
+    client_ip,
     read_body,
     read_form,
     require_settings,
@@ -76,6 +77,7 @@ async def login(request: Request) -> Response:
         scopes=scopes,
         redirect_uri=redirect_uri,
         account_uuid=session_account(request),
+        client_ip=client_ip(request),
     )
     url = facebook.dialog_url(
         dialog_base=app.settings.facebook_dialog_base_url,

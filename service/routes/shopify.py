@@ -22,7 +22,7 @@ from service.errors import (
 from service.models import utcnow
 from service.oauth_state import begin_flow, finish_flow
 from service.providers import shopify
-from service.routes.common import browser_nonce, read_body, require_settings, services, session_account
+from service.routes.common import browser_nonce, client_ip, read_body, require_settings, services, session_account
 from service.settings import Settings
 from service.store import TokenWrite
 
@@ -57,6 +57,7 @@ async def login(request: Request) -> Response:
         redirect_uri=redirect_uri,
         shop=domain,
         account_uuid=session_account(request),
+        client_ip=client_ip(request),
     )
     url = shopify.authorize_url(
         admin_base=shopify.admin_base_url(app.settings.shopify_admin_base_url, domain),
