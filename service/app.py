@@ -40,12 +40,18 @@ from service.store import TokenStore
 
 logger = logging.getLogger("salesbot")
 SESSION_MAX_AGE = 14 * 24 * 3600
+SESSION_COOKIE = "salesbot_session"
 # httpcore polls every pooled connection's socket each time a request starts or ends, so each idle
 # connection kept costs every request CPU (a sixth of the service's time at 32 connecting clients;
 # this limit cut CPU per connect by ~13%, measured). Token calls go to many shops' hosts, so few
 # idle connections would be reused anyway. Only idle ones are limited: concurrent requests still
 # get a connection each.
 HTTP_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=4)
+
+
+def session_cookie_name(settings: Settings) -> str:
+    secure_host = settings.session_cookie_secure and settings.served_over_https
+    return f"__Host-{SESSION_COOKIE}" if secure_host else SESSION_COOKIE
 
 
 def session_secret(settings: Settings) -> str:
@@ -147,7 +153,9 @@ def create_app(
             Middleware(
                 SessionMiddleware,
                 secret_key=session_secret(settings),
-                session_cookie="salesbot_session",
+                # __Host-: only a Secure cookie for this exact host and path "/" may carry the name,
+                # so a sibling domain or a plain-http response cannot plant a session of its own.
+                session_cookie=session_cookie_name(settings),
                 max_age=SESSION_MAX_AGE,
                 same_site="lax",
                 https_only=settings.session_cookie_secure,

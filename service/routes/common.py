@@ -46,6 +46,10 @@ TITLES = {
 }
 
 
+# Pages that show an account or an error: never cached, never framed by another site.
+PRIVATE_PAGE_HEADERS = {"Cache-Control": "no-store", "Content-Security-Policy": "frame-ancestors 'none'"}
+
+
 @dataclass
 class Services:
     """The parts routes need, built once in the app's lifespan."""
@@ -121,7 +125,9 @@ async def read_form(request: Request, body: bytes) -> FormData:
 
 def error_response(request: Request, error: ServiceError) -> Response:
     if wants_json(request) or request.method != "GET":
-        return JSONResponse(error.as_dict(), status_code=error.status_code, headers=error.headers)
+        return JSONResponse(
+            error.as_dict(), status_code=error.status_code, headers={**PRIVATE_PAGE_HEADERS, **error.headers}
+        )
     return templates.TemplateResponse(
         request,
         "error.html",
@@ -132,5 +138,5 @@ def error_response(request: Request, error: ServiceError) -> Response:
             "status": error.status_code,
         },
         status_code=error.status_code,
-        headers=error.headers,
+        headers={**PRIVATE_PAGE_HEADERS, **error.headers},
     )

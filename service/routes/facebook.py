@@ -27,6 +27,7 @@ from service.models import utcnow
 from service.oauth_state import begin_flow, finish_flow
 from service.providers import facebook
 from service.routes.common import (
+    PRIVATE_PAGE_HEADERS,
     browser_nonce,
     client_ip,
     read_body,
@@ -254,8 +255,9 @@ async def deletion_status(request: Request) -> Response:
         "requested_at": row["requested_at"].isoformat(timespec="seconds"),
     }
     if wants_json(request):
-        return JSONResponse({"confirmation_code": view["code"], **{k: v for k, v in view.items() if k != "code"}})
-    return templates.TemplateResponse(request, "deletion.html", view)
+        body = {"confirmation_code": view["code"], **{k: v for k, v in view.items() if k != "code"}}
+        return JSONResponse(body, headers=PRIVATE_PAGE_HEADERS)
+    return templates.TemplateResponse(request, "deletion.html", view, headers=PRIVATE_PAGE_HEADERS)
 
 
 routes = [
