@@ -40,7 +40,7 @@ TITLES = {
     "token_revoked": "Access was revoked",
     "scope_mismatch": "Some permissions were not granted",
     "shop_owned_elsewhere": "This store belongs to another account",
-    "facebook_user_owned_elsewhere": "These Pages belong to another account",
+    "facebook_user_owned_elsewhere": "This Facebook login belongs to another account",
     "page_owned_elsewhere": "Some Pages belong to another account",
     "too_many_sign_ins": "Too many unfinished sign-ins",
 }

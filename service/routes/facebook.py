@@ -154,7 +154,7 @@ async def callback(request: Request) -> Response:
     )
     if joined.account is None:
         raise FacebookUserOwnedElsewhere(
-            "This Facebook user's Pages are connected to another account, so nothing was changed and this browser "
+            "This Facebook login is already connected to another account, so nothing was changed and this browser "
             "stays in its own account. To open that account, log out first, then connect Facebook again."
         )
     request.session["account"] = joined.account
