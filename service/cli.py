@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
+import ipaddress
 import logging
 import os
 import secrets
@@ -48,15 +50,25 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _value_from_stdin(key: str) -> str:
+    # On a terminal, a prompt without echo; otherwise the piped value, less the newline echo adds.
+    if sys.stdin.isatty():
+        return getpass.getpass(f"Value for {key} (not shown): ")
+    return sys.stdin.read().removesuffix("\n").removesuffix("\r")
+
+
 async def _tokens_set(args: argparse.Namespace) -> int:
+    value = _value_from_stdin(args.key) if args.value == "-" else args.value
     async with TokenStore.open(_settings(args)) as store:
-        await store.store_token(args.key, args.value, type=args.type)
+        await store.check_keys()
+        await store.store_token(args.key, value, type=args.type)
     print(f"Stored {args.key}.", file=sys.stderr)
     return EXIT_OK
 
 
 async def _tokens_get(args: argparse.Namespace) -> int:
     async with TokenStore.open(_settings(args)) as store:
+        await store.check_keys()
         value = await store.get_token(args.key)
     if value is None:
         raise CommandFailed(f"No token is stored under {args.key!r}.")
@@ -115,17 +127,32 @@ def _configure_logging(level: str) -> None:
     logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
 
 
+async def _check_store(settings: Settings) -> None:
+    async with TokenStore.open(settings) as store:
+        await store.check_keys()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.app import create_app
 
     settings = _settings(args)
+    asyncio.run(_check_store(settings))  # a wrong key stops here, in one line, not at a merchant's first token
     _configure_logging(args.log_level)
     warn_insecure_files(settings)  # a .env or database other users can read: say so, naming the file
     # uvicorn's access log prints query strings, which carry OAuth codes: ours (app.ContainErrors) does not.
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return EXIT_OK
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -135,6 +162,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from service.demo import create_demo_app
 
+    if not _is_loopback(args.host) and not args.i_know_this_is_public:
+        raise CommandFailed(
+            f"the demo hands out tokens and its webhook buttons need no login, so it serves on loopback only "
+            f"(127.0.0.1, ::1); to serve it on {args.host} anyway, add --i-know-this-is-public.",
+            EXIT_USAGE,
+        )
     _configure_logging(args.log_level)
     with tempfile.TemporaryDirectory(prefix="salesbot-demo-") as data_dir:
         app, _settings_used = create_demo_app(args.host, args.port, Path(data_dir))
@@ -173,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=5000)
     demo.add_argument("--log-level", default="info")
+    demo.add_argument(
+        "--i-know-this-is-public", action="store_true", help="allow a --host other than loopback (127.0.0.1, ::1)"
+    )
     demo.set_defaults(handler=cmd_demo)
 
     migrate = commands.add_parser("migrate", help="upgrade the database schema (adopts a seed tokens.db in place)")
@@ -184,7 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token_set = tokens.add_parser("set", help="store a value under a key")
     token_set.add_argument("key")
-    token_set.add_argument("value")
+    token_set.add_argument(
+        "value", nargs="?", default="-", help="omitted or -: read from standard input (a prompt without echo)"
+    )
     token_set.add_argument("--type", choices=TOKEN_TYPES, default="token")
     token_set.set_defaults(handler=_run_async(_tokens_set))
     token_get = tokens.add_parser("get", help="print a key's plaintext value (exit 1 when absent)")
