@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, MetaData, String, Text
+from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, MetaData, String, Text, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -63,16 +63,21 @@ class Account(Base):
 
 class Token(Base):
     __tablename__ = "tokens"
+    # Partial: rows without an account or a granting user (many) write no index entry (revision 0006).
+    __table_args__ = tuple(
+        Index(f"ix_tokens_{column}", column, sqlite_where=text(f"{column} IS NOT NULL"), postgresql_where=text(f"{column} IS NOT NULL"))
+        for column in ("account_uuid", "granted_by")
+    )
 
     # The seed's three columns, names and meaning unchanged.
     key: Mapped[str] = mapped_column(Text, primary_key=True)
     value: Mapped[str] = mapped_column(EncryptedText())
     type: Mapped[str] = mapped_column(Text)
 
-    account_uuid: Mapped[str | None] = mapped_column(ForeignKey("accounts.uuid"), index=True)
+    account_uuid: Mapped[str | None] = mapped_column(ForeignKey("accounts.uuid"))
     provider: Mapped[str | None] = mapped_column(String(16))  # "shopify" | "facebook"
     subject: Mapped[str | None] = mapped_column(Text)  # the shop domain, Page id or Facebook user id
-    granted_by: Mapped[str | None] = mapped_column(Text, index=True)  # Facebook user whose grant gave a Page token
+    granted_by: Mapped[str | None] = mapped_column(Text)  # Facebook user whose grant gave a Page token
     scopes: Mapped[str | None] = mapped_column(Text)  # comma-separated, as the provider granted them
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     refresh_token: Mapped[str | None] = mapped_column(EncryptedText())
@@ -126,19 +131,11 @@ class DeletionRequest(Base):
     requested_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
-class TokenVersion(Base):
-    """One row: a counter that triggers on `tokens` bump whenever a key or value changes (revision 0004)."""
-
-    __tablename__ = "token_version"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    version: Mapped[int] = mapped_column(BigInteger)
-
-
 class TokenChange(Base):
     """The key a change touched, at the counter value it got: what a process re-reads to stay fresh."""
 
     __tablename__ = "token_changes"
 
-    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    # SQLite: the rowid (one b-tree, assigned on insert); PostgreSQL keeps the table, unused (revision 0006).
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=False)
     key: Mapped[str] = mapped_column(Text)

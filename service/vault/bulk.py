@@ -161,8 +161,8 @@ class Bulk:
             return outcomes + [self._decide(write, existing, overwrite) for write in valid]
         now = utcnow()
 
-        def decide(rows: list[Any]) -> tuple[Plan, list[Outcome]]:
-            existing = dict(rows)
+        def decide(found: list[list[Any]]) -> tuple[Plan, list[Outcome]]:
+            existing = dict(found[0])
             decided = [(write, self._decide(write, existing, overwrite)) for write in valid]
             chosen = [write for write, outcome in decided if outcome.status in (IMPORTED, REPLACED)]
             # Guarded, so that a row written meanwhile (on PostgreSQL nothing locks a key that does
@@ -170,7 +170,7 @@ class Bulk:
             guards = {write.key: existing.get(write.key, ABSENT) for write in chosen}
             return plan_writes(chosen, ring=self._ring, now=now, guards=guards), [outcome for _, outcome in decided]
 
-        decided = await self._store.read_write(ReadWrite(sql.CIPHERTEXTS + " FOR UPDATE", params, decide))
+        decided = await self._store.read_write(ReadWrite([(sql.CIPHERTEXTS + " FOR UPDATE", params)], decide))
         written = set(decided.returned)
         for outcome in decided.result:
             if outcome.status in (IMPORTED, REPLACED) and outcome.key not in written:

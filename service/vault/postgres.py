@@ -116,9 +116,11 @@ class PostgresBackend:
         lock = sql.for_dialect(sql.ADVISORY_LOCK, sql.POSTGRES)
         for name in sorted(unit.locks):  # one order for everyone: no deadlock
             await connection.execute(lock.text, name)
-        read = sql.for_dialect(unit.read, sql.POSTGRES)
-        rows = [tuple(record) for record in await connection.fetch(read.text, *sql.bind(read, unit.params, sql.POSTGRES))]
-        plan, result = unit.decide(rows)
+        found = []
+        for statement, params in unit.reads:
+            read = sql.for_dialect(statement, sql.POSTGRES)
+            found.append([tuple(record) for record in await connection.fetch(read.text, *sql.bind(read, params, sql.POSTGRES))])
+        plan, result = unit.decide(found)
         returned = await run_plan(connection, plan)
         plans.append((plan, None))
         return Decided(result, [key for keys in returned for key in keys])

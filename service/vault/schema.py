@@ -1,8 +1,8 @@
 """The vault's tables and the one rule for what may be written to them (DESIGN.md, "The vault").
 
 `tokens` keeps the seed's shape and vocabulary (`key`, ciphertext `value`, `type`) with our columns
-beside it; `accounts` holds one row per account UUID; `token_version` and `token_changes` are the
-change log that revision 0004's triggers write. The schema itself only ever comes from migrations/.
+beside it; `accounts` holds one row per account UUID; `token_changes` is the change log that SQLite's
+triggers write (revision 0006). The schema itself only ever comes from migrations/.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from service.errors import InvalidInput
-from service.models import Account, Token, TokenChange, TokenVersion
+from service.models import Account, Token, TokenChange
 
 
 # (Moved here from service/models.py when the old store goes.)

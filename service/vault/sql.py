@@ -102,7 +102,10 @@ LISTING_BY_TYPE = f"SELECT {_RECORD} FROM tokens WHERE type = :type AND key > :a
 ACCOUNT_LISTING = f"SELECT {_RECORD} FROM tokens WHERE account_uuid = :account ORDER BY key"
 ACCOUNT_OF = "SELECT account_uuid FROM tokens WHERE key = :key"
 ACCOUNT_EXISTS = "SELECT uuid FROM accounts WHERE uuid = :account"
+# Who holds what: the account and the granting Facebook user of each key (account linking).
+LINKS = "SELECT key, account_uuid, granted_by FROM tokens WHERE key IN :keys FOR UPDATE"
 COUNT = "SELECT count(*) FROM tokens"
+NEWEST = "SELECT key, value FROM tokens ORDER BY updated_at DESC NULLS LAST, key LIMIT 1"
 # Jobs: ciphertexts as stored, a batch at a time in key order.
 RAW_BATCH = (
     "SELECT key, type, value, refresh_token, provider, subject, expires_at FROM tokens "
@@ -110,13 +113,16 @@ RAW_BATCH = (
 )
 RAW_ROWS = "SELECT key, type, value, refresh_token, provider, subject, expires_at FROM tokens WHERE key IN :keys"
 CIPHERTEXTS = "SELECT key, value FROM tokens WHERE key IN :keys"
-CHANGE_VERSION = "SELECT version FROM token_version WHERE id = 1"
+# SQLite's change log (revision 0006): the newest seq is the version; readers look back this far at most.
+CHANGE_VERSION = "SELECT coalesce(max(seq), 0) FROM token_changes"
 CHANGED_KEYS = "SELECT key FROM token_changes WHERE seq > :after AND seq <= :upto ORDER BY seq"
 
 
 ADVISORY_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"
 
-# --- writes --------------------------------------------------------------------------------------
+# --- writes ---
+
+PRUNE_CHANGES = "DELETE FROM token_changes WHERE seq <= :upto"-----------------------------------------------------------------------------------
 
 ENSURE_ACCOUNT = "INSERT INTO accounts (uuid, created_at) VALUES (:account, :now) ON CONFLICT (uuid) DO NOTHING"
 # The token beside a UUID entry belongs to the entry's account, as the seed meant it.
@@ -126,6 +132,19 @@ LINK_TOKEN = (
 )
 RELINK_TOKEN = "UPDATE tokens SET account_uuid = :account, updated_at = :now WHERE key = :key RETURNING key"
 DELETE_KEYS = "DELETE FROM tokens WHERE key IN :keys RETURNING key"
+# Revocations (service/revocations.py). An uninstall older than the stored token (a reinstall raced
+# its webhook) deletes nothing.
+FORGET_SHOP_TOKEN = (
+    "DELETE FROM tokens WHERE key = :key AND (CAST(:not_after AS TIMESTAMP) IS NULL OR updated_at IS NULL "
+    "OR updated_at <= :not_after) RETURNING key"
+)
+# A Facebook user's token and every Page token their grant gave; with erase_links, the Pages' links too
+# (links carry granted_by; older ones are found through their Page token's subject).
+FORGET_FACEBOOK_USER = (
+    "DELETE FROM tokens WHERE key = :user_key OR (granted_by = :user AND type = 'token') "
+    "OR (:erase_links AND (granted_by = :user OR key IN "
+    "(SELECT 'PAGE_UUID_' || subject FROM tokens AS page WHERE page.granted_by = :user))) RETURNING key"
+)
 # Compare-and-swap: only while the stored ciphertexts are still the ones read (keys rotate, tokens check).
 _SAME = "value = :old AND (refresh_token = CAST(:old_refresh AS TEXT) OR (refresh_token IS NULL AND CAST(:old_refresh AS TEXT) IS NULL))"
 SWAP_CIPHERTEXTS = f"UPDATE tokens SET value = :new, refresh_token = :new_refresh WHERE key = :key AND {_SAME} RETURNING key"

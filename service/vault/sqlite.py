@@ -44,6 +44,7 @@ class SQLiteBackend:
         self._engine = create_sqlite_writer(path, keyring)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="salesbot-writer")
         self._connection: Connection | None = None  # opened in the writer thread, kept for the store's life
+        self._pruned = 0  # the change log holds nothing at or below this seq any more
         self.writes: Batcher[Unit, Any] = Batcher(self._run_batch, isolate_failures=True)
 
     # --- reads -----------------------------------------------------------------------------------
@@ -73,19 +74,28 @@ class SQLiteBackend:
             self._connection = self._engine.connect().execution_options(**{WRITE_OPTION: True})
         connection = self._connection
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        if not any(callable(unit) for unit in units):
-            # Token writes only: BEGIN and COMMIT straight on the driver, without SQLAlchemy's machinery.
-            cursor.execute("BEGIN IMMEDIATE")
-            try:
-                outcome = _run_units(connection, cursor, units)
-                cursor.execute("COMMIT")
-            except BaseException:
-                if cursor.connection.in_transaction:
-                    cursor.execute("ROLLBACK")
-                raise
-            return outcome
-        with connection.begin():  # BEGIN IMMEDIATE (service/db.py); jobs run on this Connection
-            return _run_units(connection, cursor, units)
+        if any(callable(unit) for unit in units):
+            with connection.begin():  # BEGIN IMMEDIATE (service/db.py); jobs run on this Connection
+                return self._run_units(connection, cursor, units)
+        # Vault writes only: BEGIN and COMMIT straight on the driver, without SQLAlchemy's machinery.
+        cursor.execute("BEGIN IMMEDIATE")
+        try:
+            outcome = self._run_units(connection, cursor, units)
+            cursor.execute("COMMIT")
+        except BaseException:
+            if cursor.connection.in_transaction:
+                cursor.execute("ROLLBACK")
+            raise
+        return outcome
+
+    def _run_units(self, connection: Connection, cursor: sqlite3.Cursor, units: Sequence[Unit]) -> _Outcome:
+        outcome = _run_units(connection, cursor, units)
+        after = outcome[1]
+        if after - self._pruned > KEEP_CHANGES + PRUNE_EVERY:
+            prune = sql.for_dialect(sql.PRUNE_CHANGES, sql.SQLITE)
+            self._pruned = after - KEEP_CHANGES
+            cursor.execute(prune.text, sql.bind(prune, {"upto": self._pruned}, sql.SQLITE))
+        return outcome
 
     def _settle(self, units: Sequence[Unit], done: asyncio.Future[_Outcome]) -> None:
         if done.cancelled() or done.exception() is not None:
@@ -115,6 +125,12 @@ class SQLiteBackend:
         self._engine.dispose()
 
 
+# The change log keeps at least this many entries (readers further behind drop their whole cache);
+# the writer prunes it every PRUNE_EVERY changes rather than every trigger doing it.
+KEEP_CHANGES = 10_000
+PRUNE_EVERY = 1_000
+
+
 def _run_units(connection: Connection, cursor: sqlite3.Cursor, units: Sequence[Unit]) -> _Outcome:
     """Inside a write transaction: every unit, and which keys the change log says the batch changed."""
     before = cursor.execute(sql.CHANGE_VERSION).fetchone()[0]
@@ -125,9 +141,11 @@ def _run_units(connection: Connection, cursor: sqlite3.Cursor, units: Sequence[U
             results.append(run_plan(cursor, unit.plan))
             plans.append((unit.plan, unit.ticket))
         elif isinstance(unit, ReadWrite):
-            prepared = sql.for_dialect(unit.read, sql.SQLITE)
-            rows = cursor.execute(prepared.text, sql.bind(prepared, unit.params, sql.SQLITE)).fetchall()
-            plan, result = unit.decide(rows)
+            found = []
+            for statement, params in unit.reads:
+                prepared = sql.for_dialect(statement, sql.SQLITE)
+                found.append(cursor.execute(prepared.text, sql.bind(prepared, params, sql.SQLITE)).fetchall())
+            plan, result = unit.decide(found)
             returned = run_plan(cursor, plan)
             results.append(Decided(result, [key for keys in returned for key in keys]))
             plans.append((plan, None))

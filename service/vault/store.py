@@ -13,7 +13,7 @@ import functools
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from service import keys
@@ -23,8 +23,9 @@ from service.errors import InvalidInput, NotConfigured, SchemaOutOfDate, Setting
 from service.migrate import current_revision, head_revision
 from service.models import utcnow
 from service.settings import Settings
-from service.vault import sql
+from service.vault import linking, sql
 from service.vault.batching import Batcher
+from service.vault.linking import Joined
 from service.vault.cache import MISSING, UNKNOWN, Entry, Ticket, TokenCache
 from service.vault.planner import Plan, Step, plan_delete, plan_writes
 from service.vault.postgres import PostgresBackend
@@ -208,6 +209,61 @@ class TokenStore:
         )
         _ensured, linked = await self.write(plan)
         return bool(linked)
+
+    async def connect_shop(self, *, shop_key: str, token: TokenWrite, session_account: str | None) -> Joined:
+        """Store a connected shop's token under the account its identity allows (vault/linking.py)."""
+        validate_write(token)
+        unit = linking.connect_shop(self._ring, utcnow(), shop_key=shop_key, token=token, session_account=session_account)
+        return (await self.read_write(unit)).result  # type: ignore[no-any-return]
+
+    async def connect_facebook(
+        self,
+        *,
+        user_id: str,
+        user_token: TokenWrite,
+        pages: Sequence[tuple[str, TokenWrite]],
+        session_account: str | None,
+    ) -> Joined:
+        """Store a Facebook grant's user token and the Pages its user may connect (vault/linking.py)."""
+        for write in (user_token, *(write for _, write in pages)):
+            validate_write(write)
+        unit = linking.connect_facebook(
+            self._ring, utcnow(), user_id=user_id, user_token=user_token, pages=pages, session_account=session_account
+        )
+        return (await self.read_write(unit)).result  # type: ignore[no-any-return]
+
+    async def forget_shop(self, shop_key: str, *, with_link: bool, not_after: datetime | None = None) -> int:
+        """Delete a shop's token (and, with_link, its account link); an uninstall older than the stored
+        token (`not_after` before its last write) deletes nothing. Returns the rows deleted."""
+        steps = [Step(sql.FORGET_SHOP_TOKEN, [{"key": keys.shopify_token_key(shop_key), "not_after": not_after}], True)]
+        touched = {keys.shopify_token_key(shop_key)}
+        if with_link:
+            steps.append(Step(sql.DELETE_KEYS, [{"keys": [keys.shopify_uuid_key(shop_key)]}], True))
+            touched.add(keys.shopify_uuid_key(shop_key))
+        deleted = await self.write(Plan(steps, touched))
+        return sum(len(keys_deleted) for keys_deleted in deleted)
+
+    async def forget_facebook_user(self, user_id: str, *, erase_links: bool) -> int:
+        """Delete a Facebook user's token and the Page tokens their grant gave (erase_links: the Pages'
+        links too). Returns the rows deleted."""
+        params = {"user_key": keys.facebook_user_token_key(user_id), "user": user_id, "erase_links": erase_links}
+        (deleted,) = await self.write(Plan([Step(sql.FORGET_FACEBOOK_USER, [params], returning=True)]))
+        return len(deleted)
+
+    async def check_keys(self) -> None:
+        """Open the most recently written value with the key ring; when no key in it does, raise one line
+        naming the settings (a wrong key must stop a command before it writes or serves)."""
+        rows = await self._backend.fetch(sql.NEWEST, {})
+        if not rows:
+            return
+        key, ciphertext = rows[0]
+        try:
+            self._ring.decrypt(ciphertext, key_name=key)
+        except UndecryptableValue:
+            raise SettingsError(
+                f"No key in TOKEN_ENCRYPTION_KEYS (nor the one derived from STATE_TOKEN_SECRET) opens the stored "
+                f"value of {key}: set TOKEN_ENCRYPTION_KEYS to the keys this database was written with."
+            ) from None
 
     # --- Shopify tokens --------------------------------------------------------------------------
 

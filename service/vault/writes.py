@@ -22,18 +22,20 @@ class Write:
     ticket: Ticket  # the cache entries the plan fills, reserved before it was queued
 
 
+Read = tuple[str, Mapping[str, Any]]  # a statement of service/vault/sql.py and its parameters
+
+
 @dataclass(frozen=True)
 class ReadWrite:
     """Read rows, decide, write: in one transaction, so nothing changes between the read and the write.
 
-    `decide` is a plain function of the rows read (it runs in the writer, off the event loop on
-    SQLite) returning the plan to run and the caller's result. `read` may end in FOR UPDATE (dropped on
-    SQLite, whose write transaction already holds the lock); `locks` are advisory locks PostgreSQL takes
-    first, for keys that may not exist yet (two flows connecting one new shop queue on them)."""
+    `decide` is a plain function of the rows each read returned (it runs in the writer, off the event
+    loop on SQLite) returning the plan to run and the caller's result. A read may end in FOR UPDATE
+    (dropped on SQLite, whose write transaction holds the lock already); `locks` are advisory locks
+    PostgreSQL takes first, for keys that may not exist yet (two flows connecting one new shop queue)."""
 
-    read: str
-    params: Mapping[str, Any]
-    decide: Callable[[list[Any]], tuple[Plan, Any]]
+    reads: Sequence[Read]
+    decide: Callable[[list[list[Any]]], tuple[Plan, Any]]
     locks: Sequence[str] = field(default_factory=tuple)
 
 
