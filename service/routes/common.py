@@ -36,6 +36,7 @@ TITLES = {
     "provider_unavailable": "The provider did not answer",
     "token_revoked": "Access was revoked",
     "scope_mismatch": "Some permissions were not granted",
+    "database_unavailable": "The service cannot reach its database",
 }
 
 
