@@ -109,7 +109,7 @@ def test_alembic_command_line_from_the_repo_root(tmp_path: Path) -> None:
         "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
         "STATE_TOKEN_SECRET": STATE_SECRET,
     }
-    for args in (["upgrade", "head"], ["check"], ["downgrade", "base"], ["upgrade", "head"]):
+    for args in (["upgrade", "head"], ["check"], ["-x", "yes=1", "downgrade", "base"], ["upgrade", "head"]):
         result = subprocess.run(
             [sys.executable, "-m", "alembic", *args], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=120
         )
