@@ -1,8 +1,9 @@
 """Shared fixtures: settings built from a dict, databases built by the real Alembic migrations.
 
 Every database fixture runs once per backend: SQLite (a file under tmp_path) always, and PostgreSQL
-when TEST_DATABASE_URL names one (a fresh schema per test). A machine without PostgreSQL simply has
-no postgres cases; nothing is skipped.
+when TEST_DATABASE_URL names one (a fresh schema per test, in a database of this run's own). A
+machine without PostgreSQL simply has no postgres cases; nothing is skipped. Postgres cases carry
+the `postgres` marker: `pytest -m postgres` runs them alone.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
         # A module about one backend only (SQLite pragmas, say) sets ONLY_BACKENDS.
         wanted = getattr(metafunc.module, "ONLY_BACKENDS", BACKENDS)
-        metafunc.parametrize("backend", [name for name in BACKENDS if name in wanted])
+        # The postgres case carries the marker, so `pytest -m postgres` (or `-m "not postgres"`) selects by backend.
+        params = [pytest.param(name, marks=[pytest.mark.postgres] if name == "postgres" else []) for name in BACKENDS]
+        metafunc.parametrize("backend", [param for param in params if param.values[0] in wanted])
 
 
 def base_environ(**overrides: str) -> dict[str, str]:
