@@ -1,76 +1,159 @@
-"""Which account a newly connected shop or Page belongs to, and writing it there in one transaction.
+"""Which account a connected shop or Page joins, written in one transaction (DESIGN.md, "Accounts").
 
-The rule, so that either order of connecting ends with one UUID:
-1. a store or Page that is already linked keeps its account (a merchant back in a new browser finds
-   the same UUID again);
-2. otherwise it joins the account of the browser that started the flow;
-3. otherwise a new account is made.
-When a flow proves that one browser controls rows of two accounts (the browser's account and the
-one a reconnected shop already had), the newer account is merged into the older one.
+An account is entered only through the identity that created each of its links: a shop's link
+through that shop's own OAuth, a Page's link (and a Facebook user token) through the Facebook user
+who granted it (`granted_by`). A callback never moves a link, never overwrites another user's Page
+token and never merges two accounts; what it may not do, it refuses and names.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
+from service import keys
 from service.store import ACCOUNTS, TOKENS, TokenStore, TokenWrite
 
+SHOP_ELSEWHERE = "shop_owned_elsewhere"
+FACEBOOK_USER_ELSEWHERE = "facebook_user_owned_elsewhere"
 
-async def connect_rows(
+
+@dataclass(frozen=True)
+class Joined:
+    """What a callback's connect did: the account it wrote to, or a conflict and nothing written."""
+
+    account: str | None
+    conflict: str | None = None  # SHOP_ELSEWHERE | FACEBOOK_USER_ELSEWHERE, when account is None
+    refused_pages: tuple[str, ...] = ()  # Pages linked by another Facebook user: left as they were
+
+
+@dataclass(frozen=True)
+class _Row:
+    account: str | None
+    granted_by: str | None
+
+
+async def connect_shop(
+    store: TokenStore, *, shop_key: str, token: TokenWrite, session_account: str | None
+) -> Joined:
+    """Store a shop's token and link. A shop already linked keeps its account; a browser in another
+    account is not joined to it (SHOP_ELSEWHERE, nothing written)."""
+    return await store.run_write(lambda connection: _connect_shop(store, connection, shop_key, token, session_account))
+
+
+async def connect_facebook(
     store: TokenStore,
     *,
-    writes: Sequence[TokenWrite],
-    uuid_keys: Sequence[str],
+    user_id: str,
+    user_token: TokenWrite,
+    pages: Sequence[tuple[str, TokenWrite]],
     session_account: str | None,
-) -> str:
-    """Store `writes` and the UUID entries `uuid_keys` under one account, in one transaction; return it."""
-    return await store.run_write(lambda connection: _connect(store, connection, writes, uuid_keys, session_account))
+) -> Joined:
+    """Store a Facebook user's token and the Pages of their grant that they may connect.
+
+    `pages` pairs each Page id with its token write. A Page linked by another Facebook user is left
+    as it was and listed in `refused_pages`; the others are stored. A user whose links are in another
+    account than the browser's is refused as a whole (FACEBOOK_USER_ELSEWHERE, nothing written)."""
+    return await store.run_write(
+        lambda connection: _connect_facebook(store, connection, user_id, user_token, pages, session_account)
+    )
 
 
-def _connect(
+def _rows(connection: Connection, wanted: Sequence[str]) -> dict[str, _Row]:
+    statement = select(TOKENS.c.key, TOKENS.c.account_uuid, TOKENS.c.granted_by).where(TOKENS.c.key.in_(wanted))
+    return {key: _Row(account, granted_by) for key, account, granted_by in connection.execute(statement)}
+
+
+def _existing(connection: Connection, account: str | None) -> str | None:
+    if account is None:
+        return None
+    found = connection.execute(select(ACCOUNTS.c.uuid).where(ACCOUNTS.c.uuid == account)).first()
+    return account if found is not None else None
+
+
+def _linked(rows: dict[str, _Row], link_key: str, token_key: str) -> str | None:
+    # The link names the account; a token left without its link (deleted by hand) still holds it.
+    for key in (link_key, token_key):
+        row = rows.get(key)
+        if row is not None and row.account is not None:
+            return row.account
+    return None
+
+
+def _write(
+    store: TokenStore, connection: Connection, account: str, writes: Sequence[TokenWrite], links: Sequence[TokenWrite]
+) -> None:
+    for write in [*writes, *links]:
+        metadata: dict[str, Any] = {**write.metadata, "account_uuid": account}
+        store.upsert_sync(connection, TokenWrite(write.key, write.value, write.type, metadata))
+
+
+def _link(key: str, account: str, granted_by: str | None = None) -> TokenWrite:
+    return TokenWrite(key, account, "uuid", {} if granted_by is None else {"granted_by": granted_by})
+
+
+def _connect_shop(
+    store: TokenStore, connection: Connection, shop_key: str, token: TokenWrite, session_account: str | None
+) -> Joined:
+    link_key = keys.shopify_uuid_key(shop_key)
+    linked = _linked(_rows(connection, [link_key, token.key]), link_key, token.key)
+    session = _existing(connection, session_account)
+    if linked is not None and session is not None and session != linked:
+        return Joined(None, SHOP_ELSEWHERE)
+    account = linked or session or str(uuid.uuid4())
+    _write(store, connection, account, [token], [_link(link_key, account)])
+    return Joined(account)
+
+
+def _connect_facebook(
     store: TokenStore,
     connection: Connection,
-    writes: Sequence[TokenWrite],
-    uuid_keys: Sequence[str],
+    user_id: str,
+    user_token: TokenWrite,
+    pages: Sequence[tuple[str, TokenWrite]],
     session_account: str | None,
-) -> str:
-    linked = (
-        (
-            connection.execute(
-                select(ACCOUNTS.c.uuid)
-                .where(ACCOUNTS.c.uuid.in_(select(TOKENS.c.account_uuid).where(TOKENS.c.key.in_(list(uuid_keys)))))
-                .order_by(ACCOUNTS.c.created_at, ACCOUNTS.c.uuid)
-            )
-        )
-        .scalars()
-        .all()
+) -> Joined:
+    links = {page_id: keys.page_uuid_key(page_id) for page_id, _ in pages}
+    tokens = {page_id: keys.page_token_key(page_id) for page_id, _ in pages}
+    rows = _rows(connection, [user_token.key, *links.values(), *tokens.values()])
+
+    def owner(page_id: str) -> str | None:
+        # Links written before owners were recorded: the user whose grant gave the Page's token.
+        for key in (links[page_id], tokens[page_id]):
+            row = rows.get(key)
+            if row is not None and row.granted_by is not None:
+                return row.granted_by
+        return None
+
+    linked = {page_id: account for page_id in links if (account := _linked(rows, links[page_id], tokens[page_id]))}
+    mine = {page_id for page_id in linked if owner(page_id) == user_id}
+    # The accounts this user's identity already holds links in: their own Pages and their user token.
+    known = {linked[page_id] for page_id in mine}
+    user_row = rows.get(user_token.key)
+    if user_row is not None and user_row.account is not None:
+        known.add(user_row.account)
+    session = _existing(connection, session_account)
+    if len(known) > 1 or (known and session is not None and session not in known):
+        return Joined(None, FACEBOOK_USER_ELSEWHERE)
+    account = next(iter(known), None) or session or str(uuid.uuid4())
+    # Another user's Page stays as it is. A linked Page with no known owner (imported, say) is taken
+    # only inside its own account, which this browser entered through another of its identities.
+    refused = tuple(
+        page_id
+        for page_id, page_account in linked.items()
+        if page_id not in mine and (owner(page_id) is not None or page_account != account)
     )
-    session_exists = (
-        session_account is not None
-        and (connection.execute(select(ACCOUNTS.c.uuid).where(ACCOUNTS.c.uuid == session_account))).first() is not None
+    allowed = [(page_id, write) for page_id, write in pages if page_id not in refused]
+    _write(
+        store,
+        connection,
+        account,
+        [user_token, *(write for _, write in allowed)],
+        [_link(links[page_id], account, granted_by=user_id) for page_id, _ in allowed],
     )
-    candidates = list(linked) + ([session_account] if session_exists and session_account not in linked else [])
-    account = candidates[0] if candidates else str(uuid.uuid4())
-    merged = [other for other in candidates[1:] if other != account]
-    if merged:
-        connection.execute(update(TOKENS).where(TOKENS.c.account_uuid.in_(merged)).values(account_uuid=account))
-        # UUID entries that moved must now name their new account in their (encrypted) value.
-        moved = (
-            (connection.execute(select(TOKENS.c.key).where(TOKENS.c.account_uuid == account, TOKENS.c.type == "uuid")))
-            .scalars()
-            .all()
-        )
-        for key in moved:
-            store.upsert_sync(connection, TokenWrite(key, account, "uuid", {"account_uuid": account}))
-        connection.execute(delete(ACCOUNTS).where(ACCOUNTS.c.uuid.in_(merged)))
-    for write in writes:
-        store.upsert_sync(
-            connection, TokenWrite(write.key, write.value, write.type, {**write.metadata, "account_uuid": account})
-        )
-    for key in uuid_keys:
-        store.upsert_sync(connection, TokenWrite(key, account, "uuid", {"account_uuid": account}))
-    return account
+    return Joined(account, refused_pages=refused)

@@ -1,4 +1,5 @@
-"""create_app: the routes, the middleware, and a lifespan that opens the store and the HTTP client.
+"""create_app: the routes, the middleware, and a lifespan that opens the store and the HTTP client
+and prunes old rows on a schedule (service/housekeeping.py).
 
 Errors become responses in one place: a ServiceError is a page (or JSON) with its status and code;
 a database that cannot be reached is 503 `database_unavailable`; anything else is a bare 500 whose log
@@ -8,6 +9,7 @@ or SQL parameters).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -26,6 +28,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service import housekeeping
 from service.canonical_host import CanonicalHost
 from service.crypto import KeyRing
 from service.db import create_engine, is_unavailable
@@ -39,12 +42,18 @@ from service.store import TokenStore
 
 logger = logging.getLogger("salesbot")
 SESSION_MAX_AGE = 14 * 24 * 3600
+SESSION_COOKIE = "salesbot_session"
 # httpcore polls every pooled connection's socket each time a request starts or ends, so each idle
 # connection kept costs every request CPU (a sixth of the service's time at 32 connecting clients;
 # this limit cut CPU per connect by ~13%, measured). Token calls go to many shops' hosts, so few
 # idle connections would be reused anyway. Only idle ones are limited: concurrent requests still
 # get a connection each.
 HTTP_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=4)
+
+
+def session_cookie_name(settings: Settings) -> str:
+    secure_host = settings.session_cookie_secure and settings.served_over_https
+    return f"__Host-{SESSION_COOKIE}" if secure_host else SESSION_COOKIE
 
 
 def session_secret(settings: Settings) -> str:
@@ -114,6 +123,7 @@ def create_app(
     http_client: httpx.AsyncClient | None = None,
     extra_routes: Sequence[BaseRoute] = (),
     demo: Any = None,
+    prune_every: float = housekeeping.PRUNE_EVERY,
 ) -> Starlette:
     keyring = KeyRing.from_settings(settings)  # a bad key fails here, before anything listens
     redact_http_logs()  # httpx logs full URLs at INFO, and Graph URLs carry secrets and codes
@@ -130,7 +140,13 @@ def create_app(
             shopify_tokens = ShopifyTokens(store, settings, http)
             store.shopify_tokens = shopify_tokens
             app.state.services = Services(settings, store, http, shopify_tokens, demo)
-            yield
+            pruning = asyncio.create_task(housekeeping.prune_periodically(store, prune_every))
+            try:
+                yield
+            finally:
+                pruning.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pruning
         finally:
             if http_client is None:
                 await http.aclose()
@@ -144,7 +160,9 @@ def create_app(
             Middleware(
                 SessionMiddleware,
                 secret_key=session_secret(settings),
-                session_cookie="salesbot_session",
+                # __Host-: only a Secure cookie for this exact host and path "/" may carry the name,
+                # so a sibling domain or a plain-http response cannot plant a session of its own.
+                session_cookie=session_cookie_name(settings),
                 max_age=SESSION_MAX_AGE,
                 same_site="lax",
                 https_only=settings.session_cookie_secure,

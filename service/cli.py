@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import getpass
+import ipaddress
 import json
 import logging
 import os
@@ -117,11 +119,20 @@ def _save_before_downgrade(database_url: str) -> Path:
 # --- tokens --------------------------------------------------------------------------------------
 
 
+def _value_from_stdin(key: str) -> str:
+    # On a terminal, a prompt without echo; otherwise the piped value, less the newline echo adds.
+    if sys.stdin.isatty():
+        return getpass.getpass(f"Value for {key} (not shown): ")
+    return sys.stdin.read().removesuffix("\n").removesuffix("\r")
+
+
 async def _tokens_set(args: argparse.Namespace) -> int:
     from service.store import TokenStore
 
+    value = _value_from_stdin(args.key) if args.value == "-" else args.value
     async with TokenStore.open(_settings(args)) as store:
-        await store.store_token(args.key, args.value, type=args.type)
+        await store.check_keys()
+        await store.store_token(args.key, value, type=args.type)
     print(f"Stored {args.key}.", file=sys.stderr)
     return EXIT_OK
 
@@ -130,6 +141,7 @@ async def _tokens_get(args: argparse.Namespace) -> int:
     from service.store import TokenStore
 
     async with TokenStore.open(_settings(args)) as store:
+        await store.check_keys()
         value = await store.get_token(args.key)
     if value is None:
         raise CommandFailed(f"No token is stored under {args.key!r}.")
@@ -240,17 +252,14 @@ def _configure_logging(level: str) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-def _check_database(settings: Settings) -> None:
-    """Before listening: the database answers and is at head, so a bad one is one line, not a traceback."""
-    from service.db import create_engine
-    from service.migrate import require_head
+def _check_store(settings: Settings) -> None:
+    """Before listening, each in one line rather than a traceback or a merchant's first failure: the
+    database answers, its schema is at head, and a key in the ring opens the newest stored value."""
+    from service.store import TokenStore
 
     async def check() -> None:
-        engine = create_engine(settings.database_url)
-        try:
-            await require_head(engine)
-        finally:
-            await engine.dispose()
+        async with TokenStore.open(settings) as store:
+            await store.check_keys()
 
     asyncio.run(check())
 
@@ -275,11 +284,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _configure_logging(args.log_level)
     warn_insecure_files(settings)  # a .env or database other users can read: say so, naming the file
     check_secret(settings)
-    _check_database(settings)
+    _check_store(settings)  # a wrong key stops here, in one line, not at a merchant's first token
     warn_missing_providers(settings)
     # uvicorn's access log prints query strings, which carry OAuth codes: ours (app.ContainErrors) does not.
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return EXIT_OK
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -289,6 +307,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from service.demo import create_demo_app
 
+    if not _is_loopback(args.host) and not args.i_know_this_is_public:
+        raise CommandFailed(
+            f"the demo hands out tokens and its webhook buttons need no login, so it serves on loopback only "
+            f"(127.0.0.1, ::1); to serve it on {args.host} anyway, add --i-know-this-is-public.",
+            EXIT_USAGE,
+        )
     _configure_logging(args.log_level)
     with tempfile.TemporaryDirectory(prefix="salesbot-demo-") as data_dir:
         app, _settings_used = create_demo_app(args.host, args.port, Path(data_dir))
@@ -348,8 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     _server_options(add_command(commands, "serve", "run the service under uvicorn", cmd_serve))
-    _server_options(
-        add_command(commands, "demo", "the service with local Shopify and Facebook stand-ins; no accounts", cmd_demo)
+    demo = add_command(commands, "demo", "the service with local Shopify and Facebook stand-ins; no accounts", cmd_demo)
+    _server_options(demo)
+    demo.add_argument(
+        "--i-know-this-is-public", action="store_true", help="allow a --host other than loopback (127.0.0.1, ::1)"
     )
     add_command(commands, "init", "write a .env (or --env-file PATH) with fresh secrets; never overwrites", cmd_init)
 
@@ -368,7 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token_set = add_command(tokens, "set", "store a value under a key", _run_async(_tokens_set))
     token_set.add_argument("key")
-    token_set.add_argument("value")
+    token_set.add_argument(
+        "value", nargs="?", default="-", help="omitted or -: read from standard input (a prompt without echo)"
+    )
     token_set.add_argument("--type", choices=("token", "uuid"), default="token", help="what the value is")
     token_get = add_command(tokens, "get", "print a key's plaintext value; exit 1 when absent", _run_async(_tokens_get))
     token_get.add_argument("key")

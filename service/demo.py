@@ -55,7 +55,7 @@ async def _uninstall(request: Request) -> Response:
         shop = normalize_shop(str(form.get("shop", "")))
     except InvalidShop:
         return RedirectResponse("/", status_code=303)
-    body, headers = app.demo.shopify_webhook(shop=shop, topic="app/uninstalled", payload={"shop_domain": shop})
+    body, headers = app.demo.shopify_webhook(shop=shop, topic="app/uninstalled")
     await app.demo.deliver("/shopify/webhooks", body, headers, client=app.http)
     return RedirectResponse("/", status_code=303)
 

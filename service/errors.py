@@ -20,8 +20,13 @@ class ServiceError(Exception):
         if status_code is not None:
             self.status_code = status_code
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> dict[str, object]:
         return {"error": self.code, "message": self.message}
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Response headers the error needs beside its status (Retry-After, say)."""
+        return {}
 
 
 # --- configuration -------------------------------------------------------------------------------
@@ -119,9 +124,72 @@ class WebhookUnauthorized(ServiceError):
     code = "invalid_webhook_signature"
 
 
+class WebhookNotJSON(WebhookUnauthorized):
+    """A correctly signed body that is not a JSON object: not a webhook (a callback's query string, say)."""
+
+    code = "invalid_webhook_body"
+
+
+class WebhookShopMismatch(WebhookUnauthorized):
+    """The unsigned X-Shopify-Shop-Domain header names another shop than the signed body."""
+
+    code = "webhook_shop_mismatch"
+
+
+class WebhookFieldsMissing(ServiceError):
+    """A signed JSON body without the fields its topic documents."""
+
+    status_code = 400
+    code = "webhook_fields_missing"
+
+
+class OwnedElsewhere(ServiceError):
+    """A callback proved an identity whose links belong to another account than the one it would
+    join: that part of it was not joined (DESIGN.md, "Accounts")."""
+
+    status_code = 409
+    code = "owned_elsewhere"
+
+
+class ShopOwnedElsewhere(OwnedElsewhere):
+    code = "shop_owned_elsewhere"
+
+
+class FacebookUserOwnedElsewhere(OwnedElsewhere):
+    code = "facebook_user_owned_elsewhere"
+
+
+class PageOwnedElsewhere(OwnedElsewhere):
+    """Pages another Facebook user linked; the grant's other Pages were stored."""
+
+    code = "page_owned_elsewhere"
+
+    def __init__(self, message: str, *, pages: list[str]) -> None:
+        super().__init__(message)
+        self.pages = pages
+
+    def as_dict(self) -> dict[str, object]:
+        return {**super().as_dict(), "pages": self.pages}
+
+
 class InvalidSignedRequest(ServiceError):
     status_code = 400
     code = "invalid_signed_request"
+
+
+class TooManySignIns(ServiceError):
+    """A browser or an address holds too many unfinished sign-ins; `Retry-After` says when one expires."""
+
+    status_code = 429
+    code = "too_many_sign_ins"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class ProviderError(ServiceError):

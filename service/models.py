@@ -93,7 +93,8 @@ class OAuthState(Base):
 
     state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the state sent out
     provider: Mapped[str] = mapped_column(String(16))
-    browser_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the browser's signed-cookie nonce
+    browser_hash: Mapped[str] = mapped_column(String(64), index=True)  # sha256 of the browser's signed-cookie nonce
+    client_ip: Mapped[str | None] = mapped_column(String(64), index=True)  # the address that started the flow
     shop: Mapped[str | None] = mapped_column(Text)
     account_uuid: Mapped[str | None] = mapped_column(String(36))  # the account the browser was already in
     scopes: Mapped[str] = mapped_column(Text)

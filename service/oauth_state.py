@@ -3,27 +3,33 @@
 It lives in the database, so any instance can finish a flow another started. Only its SHA-256 is
 stored (a leaked table cannot be replayed), it is bound to the browser that started the flow (the
 hash of a nonce kept in that browser's signed session cookie), it expires, and the callback that
-uses it deletes it in the same transaction that checked it: it works once.
+uses it deletes it in the same transaction that checked it: it works once. A browser and a client
+address can each hold only so many unfinished flows (429 beyond that).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.engine import Connection
 
-from service.errors import InvalidState
+from service.errors import InvalidState, TooManySignIns
 from service.models import OAuthState, utcnow
 from service.store import TokenStore
 
 STATES = OAuthState.__table__
 STATE_LIFETIME = timedelta(minutes=10)
 MAX_STATE_LENGTH = 128
+# Unfinished flows one browser may hold (a person retrying a few times), and one address (generous:
+# many merchants share an office or a proxy). Expired states are pruned by service/housekeeping.py.
+MAX_STATES_PER_BROWSER = 20
+MAX_STATES_PER_CLIENT = 500
 
 
 def _digest(value: str) -> str:
@@ -48,15 +54,18 @@ async def begin_flow(
     redirect_uri: str,
     shop: str | None = None,
     account_uuid: str | None = None,
+    client_ip: str | None = None,
     now: datetime | None = None,
 ) -> str:
-    """Record a pending flow and return the state to send to the provider."""
+    """Record a pending flow and return the state to send to the provider. A browser (its nonce) or a
+    client address already holding its cap of unexpired states is refused (TooManySignIns, 429)."""
     now = now or utcnow()
     state = secrets.token_urlsafe(32)
     values = {
         "state_hash": _digest(state),
         "provider": provider,
         "browser_hash": _digest(browser_nonce),
+        "client_ip": client_ip,
         "shop": shop,
         "account_uuid": account_uuid,
         "scopes": ",".join(scopes),
@@ -65,12 +74,29 @@ async def begin_flow(
         "expires_at": now + STATE_LIFETIME,
     }
 
-    def record(connection: Connection) -> None:
-        # Expired states are litter; sweeping them here keeps the table small without a cron job.
-        connection.execute(delete(STATES).where(STATES.c.expires_at < now))
+    def record(connection: Connection) -> TooManySignIns | None:
+        # Counted and inserted in one write transaction, so concurrent logins cannot all slip under a cap.
+        for column, value, cap, whose in (
+            (STATES.c.browser_hash, values["browser_hash"], MAX_STATES_PER_BROWSER, "this browser"),
+            (STATES.c.client_ip, client_ip, MAX_STATES_PER_CLIENT, "your network address"),
+        ):
+            if value is None:
+                continue
+            count, first_expiry = connection.execute(
+                select(func.count(), func.min(STATES.c.expires_at)).where(column == value, STATES.c.expires_at > now)
+            ).one()
+            if count >= cap:
+                wait = max(1, math.ceil((first_expiry - now).total_seconds()))
+                return TooManySignIns(
+                    f"{count} sign-ins started from {whose} are unfinished; finish one, or try again in {wait} s.",
+                    retry_after=wait,
+                )
         connection.execute(insert(STATES).values(**values))
+        return None
 
-    await store.run_write(record)
+    refused = await store.run_write(record)
+    if refused is not None:
+        raise refused
     return state
 
 

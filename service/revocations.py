@@ -5,17 +5,19 @@
   reinstall raced the webhook) deletes nothing.
 - Shopify `shop/redact` (48 h after uninstall): the token and the account link.
 - Facebook deauthorize (user_id): the user's token and every Page token their grant gave; the Pages'
-  account links stay. A Page removing the app (profile_id): that Page's token.
+  account links stay, still theirs, so the same user reconnecting finds the same account. A Page
+  removing the app (profile_id): that Page's token.
 - Facebook data deletion: as deauthorize, plus the Pages' account links; recorded with a code.
+- A signed_request handled once (by its payload's digest) is a duplicate: nothing more is deleted.
 """
 
 from __future__ import annotations
 
-import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, insert, or_, select
+from sqlalchemy import and_, delete, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -67,41 +69,70 @@ async def _forget_shop(connection: AsyncConnection, domain: str, topic: str, tri
 
 
 async def _forget_user(connection: AsyncConnection, user_id: str, *, erase_links: bool) -> int:
+    # Page tokens and Page links both carry the user whose grant made them (granted_by).
     page_ids = (
         (await connection.execute(select(TOKENS.c.subject).where(TOKENS.c.granted_by == user_id))).scalars().all()
     )
     doomed = [keys.facebook_user_token_key(user_id)]
     if erase_links:
         doomed += [keys.page_uuid_key(page_id) for page_id in page_ids if page_id]
-    result = await connection.execute(
-        delete(TOKENS).where(or_(TOKENS.c.key.in_(doomed), TOKENS.c.granted_by == user_id))
-    )
+    granted_tokens = and_(TOKENS.c.granted_by == user_id, TOKENS.c.type == "token")
+    result = await connection.execute(delete(TOKENS).where(or_(TOKENS.c.key.in_(doomed), granted_tokens)))
     return result.rowcount
 
 
-async def deauthorize_user(store: TokenStore, user_id: str) -> int:
-    async with store.write_transaction() as connection:
-        return await _forget_user(connection, user_id, erase_links=False)
-
-
-async def remove_page(store: TokenStore, page_id: str) -> int:
-    return await store.delete_tokens([keys.page_token_key(page_id)])
-
-
-async def delete_user_data(store: TokenStore, user_id: str) -> tuple[str, int]:
-    """Erase what we hold about a Facebook user; return the confirmation code and the rows deleted."""
-    code = secrets.token_hex(10)
-    async with store.write_transaction() as connection:
-        deleted = await _forget_user(connection, user_id, erase_links=True)
-        await connection.execute(
-            insert(DELETIONS).values(
-                confirmation_code=code,
-                facebook_user_id=user_id,
-                status="completed",
-                deleted_rows=deleted,
-                requested_at=utcnow(),
+async def _once(
+    store: TokenStore, *, delivery_id: str, topic: str, act: Callable[[AsyncConnection], Awaitable[int]]
+) -> int | None:
+    """Run `act` unless `delivery_id` was handled before (then None): recorded and acted on together."""
+    try:
+        async with store.write_transaction() as connection:
+            await connection.execute(
+                insert(DELIVERIES).values(webhook_id=delivery_id, topic=topic, received_at=utcnow())
             )
-        )
+            return await act(connection)
+    except IntegrityError:
+        return None
+
+
+async def deauthorize_user(store: TokenStore, user_id: str, *, request_digest: str) -> int | None:
+    """Delete the user's tokens; None when this signed_request (by its digest) was handled before."""
+    return await _once(
+        store,
+        delivery_id=f"facebook:{request_digest}",
+        topic="facebook/deauthorize",
+        act=lambda connection: _forget_user(connection, user_id, erase_links=False),
+    )
+
+
+async def remove_page(store: TokenStore, page_id: str, *, request_digest: str) -> int | None:
+    async def act(connection: AsyncConnection) -> int:
+        result = await connection.execute(delete(TOKENS).where(TOKENS.c.key == keys.page_token_key(page_id)))
+        return result.rowcount
+
+    return await _once(store, delivery_id=f"facebook:{request_digest}", topic="facebook/deauthorize", act=act)
+
+
+async def delete_user_data(store: TokenStore, user_id: str, *, request_digest: str) -> tuple[str, int]:
+    """Erase what we hold about a Facebook user; return the confirmation code and the rows deleted.
+
+    The code is the request's keyed digest, so a replay of one request finds its own row (the primary
+    key) and erases nothing more: it answers the same code with 0 rows."""
+    code = request_digest[:20]
+    try:
+        async with store.write_transaction() as connection:
+            deleted = await _forget_user(connection, user_id, erase_links=True)
+            await connection.execute(
+                insert(DELETIONS).values(
+                    confirmation_code=code,
+                    facebook_user_id=user_id,
+                    status="completed",
+                    deleted_rows=deleted,
+                    requested_at=utcnow(),
+                )
+            )
+    except IntegrityError:
+        return code, 0
     return code, deleted
 
 

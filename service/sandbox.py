@@ -268,6 +268,10 @@ def _shop_name(shop: str) -> str:
     return shop.removesuffix(".myshopify.com").replace("-", " ").title()
 
 
+def _shop_id(shop: str) -> int:
+    return int(hashlib.sha256(shop.encode()).hexdigest()[:10], 16)
+
+
 # --- the sandbox ---------------------------------------------------------------------------------
 
 
@@ -335,8 +339,30 @@ class Sandbox:
             if t.provider == "facebook":
                 t.revoked = True
 
-    def shopify_webhook(self, *, shop: str, topic: str, payload: dict,
+    def shopify_webhook_payload(self, *, shop: str, topic: str) -> dict:
+        """The body Shopify documents for a topic: the shop resource for app/uninstalled, the compliance
+        bodies for the others."""
+        shop_id = _shop_id(shop)
+        customer = {"id": 191167, "email": "john@example.com", "phone": "555-625-1199"}
+        orders = [299938, 280263, 220458]
+        payloads: dict[str, dict] = {
+            "app/uninstalled": {"id": shop_id, "name": _shop_name(shop), "email": f"owner@{shop}", "domain": shop,
+                                "myshopify_domain": shop},
+            "shop/redact": {"shop_id": shop_id, "shop_domain": shop},
+            "customers/redact": {"shop_id": shop_id, "shop_domain": shop, "customer": customer,
+                                 "orders_to_redact": orders},
+            "customers/data_request": {"shop_id": shop_id, "shop_domain": shop, "orders_requested": orders,
+                                       "customer": customer, "data_request": {"id": 9999}},
+        }
+        if topic not in payloads:
+            raise ValueError(f"No documented body for the topic {topic!r}; pass payload=")
+        return payloads[topic]
+
+    def shopify_webhook(self, *, shop: str, topic: str, payload: dict | None = None,
                         webhook_id: str | None = None) -> tuple[bytes, dict[str, str]]:
+        """A signed delivery; without `payload`, the body the topic documents (shopify_webhook_payload)."""
+        if payload is None:
+            payload = self.shopify_webhook_payload(shop=shop, topic=topic)
         body = json.dumps(payload, separators=(",", ":")).encode()
         digest = hmac.new(self.config.shopify_api_secret.encode(), body, hashlib.sha256).digest()
         return body, {
@@ -529,8 +555,7 @@ class Sandbox:
         token = self.tokens.get(request.headers.get("x-shopify-access-token", ""))
         if token is None or token.kind != "access" or token.owner != shop or not self._alive(token):
             return JSONResponse({"errors": _SHOPIFY_401}, status_code=401)
-        shop_id = int(hashlib.sha256(shop.encode()).hexdigest()[:10], 16)
-        return JSONResponse({"shop": {"id": shop_id, "name": _shop_name(shop), "myshopify_domain": shop,
+        return JSONResponse({"shop": {"id": _shop_id(shop), "name": _shop_name(shop), "myshopify_domain": shop,
                                       "domain": shop}})
 
     # --- Facebook: the dialog ---

@@ -119,7 +119,8 @@ class Settings:
     facebook_dialog_base_url: str = "https://www.facebook.com"
     facebook_graph_base_url: str = "https://graph.facebook.com"
 
-    # Cookies get the Secure flag when the service is reached over HTTPS (any real deployment).
+    # Cookies get the Secure flag when the service is reached over HTTPS (any real deployment); unset,
+    # it follows the redirect URIs.
     session_cookie_secure: bool = False
     http_timeout_seconds: float = 10.0
     # Where this setting object came from, for messages that point at a file.
@@ -159,6 +160,7 @@ class Settings:
             value = text(name)
             return None if value is None or _is_placeholder(value) else value
 
+        redirect_uris = (text("SHOPIFY_REDIRECT_URI"), text("FACEBOOK_REDIRECT_URI"))
         timeout_text = text("HTTP_TIMEOUT_SECONDS", "10")
         try:
             timeout = float(timeout_text or "10")
@@ -183,7 +185,7 @@ class Settings:
             facebook_graph_version=text("FACEBOOK_GRAPH_VERSION") or DEFAULT_GRAPH_VERSION,
             facebook_dialog_base_url=(text("FACEBOOK_DIALOG_BASE_URL") or "https://www.facebook.com").rstrip("/"),
             facebook_graph_base_url=(text("FACEBOOK_GRAPH_BASE_URL") or "https://graph.facebook.com").rstrip("/"),
-            session_cookie_secure=(text("SESSION_COOKIE_SECURE", "") or "").lower() in {"1", "true", "yes"},
+            session_cookie_secure=_flag(text("SESSION_COOKIE_SECURE"), default=_https(redirect_uris)),
             http_timeout_seconds=timeout,
             env_file=env_path,
         )
@@ -212,6 +214,20 @@ class Settings:
             "FACEBOOK_REDIRECT_URI": self.facebook_redirect_uri,
         }
         return [name for name, value in wanted.items() if not value]
+
+    @property
+    def served_over_https(self) -> bool:
+        """Whether the service's public address is https, as its redirect URIs say."""
+        return _https((self.shopify_redirect_uri, self.facebook_redirect_uri))
+
+
+def _https(uris: tuple[str | None, ...]) -> bool:
+    given = [uri for uri in uris if uri]
+    return bool(given) and all(uri.lower().startswith("https://") for uri in given)
+
+
+def _flag(value: str | None, *, default: bool) -> bool:
+    return default if value is None else value.lower() in {"1", "true", "yes"}
 
 
 def sqlite_url(path: str | os.PathLike[str]) -> str:

@@ -37,7 +37,7 @@ from service.cache import MISSING, TokenCache
 from service.changes import APPLIED_OPTION, ChangeFeed, Changes, ChangeSignal
 from service.crypto import KeyRing
 from service.db import WRITE_OPTION, create_engine, create_sqlite_writer, is_sqlite, sqlite_file, write_connection
-from service.errors import InvalidInput, NotConfigured, UndecryptableValue
+from service.errors import InvalidInput, NotConfigured, SettingsError, UndecryptableValue
 from service.group_commit import GroupCommit
 from service.migrate import require_head
 from service.models import Account, Token, utcnow
@@ -199,6 +199,26 @@ class TokenStore:
         await self.changes.aclose()
         if self._reader is not None:
             await self._reader.aclose()
+
+    async def check_keys(self) -> None:
+        """Open the most recently written value with the key ring; when no key in it does, raise one
+        line naming the settings (a wrong key must stop a command before it writes or serves)."""
+        newest = (
+            select(TOKENS.c.key, type_coerce(TOKENS.c.value, Text))
+            .order_by(TOKENS.c.updated_at.desc().nulls_last(), TOKENS.c.key)
+            .limit(1)
+        )
+        async with self.engine.connect() as connection:
+            row = (await connection.execute(newest)).first()
+        if row is None:
+            return
+        try:
+            self.keyring.decrypt(row[1], key_name=row[0])
+        except UndecryptableValue:
+            raise SettingsError(
+                f"No key in TOKEN_ENCRYPTION_KEYS (nor the one derived from STATE_TOKEN_SECRET) opens the stored "
+                f"value of {row[0]}: set TOKEN_ENCRYPTION_KEYS to the keys this database was written with."
+            ) from None
 
     async def check_schema(self) -> None:
         await require_head(self.engine)

@@ -1,13 +1,20 @@
-"""The `salesbot` command, run as a user runs it: a subprocess reading the environment and .env."""
+"""The `salesbot` command, run as a user runs it: a subprocess reading the environment and .env (and, for
+`tokens set`, a pipe or a terminal)."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import pty
+import select
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
+import pytest
 from cryptography.fernet import Fernet
 
 from service.cli import build_parser
@@ -16,12 +23,24 @@ from tests.conftest import PRIMARY_KEY, STATE_SECRET
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def salesbot(*args: str, cwd: Path, environ: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def cli_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("STATE_TOKEN", "TOKEN_", "DATABASE"))}
     env.update(environ or {})
     env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def salesbot(
+    *args: str, cwd: Path, environ: dict[str, str] | None = None, input: str = "", timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "service", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "service", *args],
+        cwd=cwd,
+        env=cli_env(environ),
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -208,3 +227,117 @@ def test_the_service_and_the_jobs_read_dot_env_alike(tmp_path: Path) -> None:
     other = copy_seed_database(tmp_path / "other" / "tokens.db")
     imported = salesbot("import-db", str(other), "--secret-env", "STATE_TOKEN_SECRET", cwd=tmp_path)
     assert imported.returncode == 0 and f"{len(SEED_ROWS)} unchanged" in imported.stderr, imported.stderr
+# --- secrets off the command line --------------------------------------------------------------------
+
+
+def dot_env(tmp_path: Path, key: str = PRIMARY_KEY) -> None:
+    path = tmp_path / ".env"
+    path.write_text(f"STATE_TOKEN_SECRET={STATE_SECRET}\nTOKEN_ENCRYPTION_KEYS={key}\n")
+    path.chmod(0o600)  # as `salesbot init` writes it (serve warns about a readable one)
+
+
+@pytest.mark.parametrize("form", [(), ("-",)])
+def test_tokens_set_reads_the_value_from_standard_input(tmp_path: Path, form: tuple[str, ...]) -> None:
+    dot_env(tmp_path)
+    assert salesbot("migrate", cwd=tmp_path).returncode == 0
+    stored = salesbot("tokens", "set", "SHOPIFY_ACCESS_TOKEN_acme", *form, cwd=tmp_path, input="shpat_piped_value\n")
+    assert stored.returncode == 0, stored.stderr
+    assert "shpat_piped_value" not in stored.stdout + stored.stderr
+    got = salesbot("tokens", "get", "SHOPIFY_ACCESS_TOKEN_acme", cwd=tmp_path)
+    assert got.stdout == "shpat_piped_value\n"  # the newline the pipe added is not part of the value
+
+
+def test_tokens_set_on_a_terminal_prompts_without_echo(tmp_path: Path) -> None:
+    dot_env(tmp_path)
+    assert salesbot("migrate", cwd=tmp_path).returncode == 0
+    pid, terminal = pty.fork()  # the child's controlling terminal is this pty, as in a shell
+    if pid == 0:
+        os.chdir(tmp_path)
+        os.execve(
+            sys.executable, [sys.executable, "-m", "service", "tokens", "set", "FACEBOOK_ACCESS_TOKEN_1"], cli_env()
+        )
+    screen = b""
+
+    def read_until(done: bytes | None) -> None:
+        nonlocal screen
+        deadline = time.monotonic() + 60
+        while done is None or done not in screen:
+            assert time.monotonic() < deadline, screen
+            if select.select([terminal], [], [], 1)[0]:
+                try:
+                    chunk = os.read(terminal, 1024)
+                except OSError:  # EIO: the child closed the terminal
+                    chunk = b""
+                if not chunk:
+                    return
+                screen += chunk
+
+    read_until(b"(not shown): ")
+    os.write(terminal, b"EAA-typed-secret\n")
+    read_until(None)
+    _, status = os.waitpid(pid, 0)
+    os.close(terminal)
+    assert os.waitstatus_to_exitcode(status) == 0, screen
+    assert b"Value for FACEBOOK_ACCESS_TOKEN_1" in screen and b"EAA-typed-secret" not in screen
+    assert salesbot("tokens", "get", "FACEBOOK_ACCESS_TOKEN_1", cwd=tmp_path).stdout == "EAA-typed-secret\n"
+
+
+# --- a wrong key stops a command at once ----------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_key_that_opens_no_stored_value_stops_serve_and_commands_in_one_line(tmp_path: Path) -> None:
+    dot_env(tmp_path)
+    assert salesbot("migrate", cwd=tmp_path).returncode == 0
+    assert salesbot("tokens", "set", "SHOPIFY_ACCESS_TOKEN_acme", "shpat_right_key", cwd=tmp_path).returncode == 0
+    database = (tmp_path / "data" / "tokens.db").read_bytes()
+    dot_env(tmp_path, key=Fernet.generate_key().decode())  # the operator pasted another key
+    port = str(free_port())
+    for command in (
+        ("serve", "--port", port),
+        ("tokens", "get", "SHOPIFY_ACCESS_TOKEN_acme"),
+        ("tokens", "set", "SHOPIFY_ACCESS_TOKEN_other", "shpat_wrong_key"),
+        ("import-env",),
+    ):
+        result = salesbot(*command, cwd=tmp_path, timeout=60)
+        assert result.returncode == 2, (command, result.stderr)
+        assert result.stderr.count("\n") == 1 and "TOKEN_ENCRYPTION_KEYS" in result.stderr, (command, result.stderr)
+        assert "SHOPIFY_ACCESS_TOKEN_acme" in result.stderr and "Traceback" not in result.stderr
+    assert (tmp_path / "data" / "tokens.db").read_bytes() == database  # nothing was written
+    dot_env(tmp_path, key=f"{Fernet.generate_key().decode()},{PRIMARY_KEY}")  # the old key kept in the ring
+    assert salesbot("tokens", "get", "SHOPIFY_ACCESS_TOKEN_acme", cwd=tmp_path).stdout == "shpat_right_key\n"
+
+
+# --- the demo stays on loopback -------------------------------------------------------------------------
+
+
+def test_demo_refuses_a_public_host_unless_told(tmp_path: Path) -> None:
+    port = free_port()
+    refused = salesbot("demo", "--host", "0.0.0.0", "--port", str(port), cwd=tmp_path, timeout=60)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "--i-know-this-is-public" in refused.stderr and "Traceback" not in refused.stderr
+    command = [sys.executable, "-m", "service", "demo", "--host", "0.0.0.0", "--port", str(port)]
+    process = subprocess.Popen(
+        [*command, "--i-know-this-is-public"],
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None and time.monotonic() < deadline, "the demo did not start"
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)  # polling until it listens, with a deadline
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

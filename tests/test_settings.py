@@ -116,3 +116,24 @@ def test_unusable_database_urls_are_one_sentence(given: str, says: str) -> None:
     with pytest.raises(SettingsError) as caught:
         Settings.from_environ({"STATE_TOKEN_SECRET": "x", "DATABASE_URL": given}, env_file=None)
     assert says in caught.value.message and "\n" not in caught.value.message
+@pytest.mark.parametrize(
+    ("scheme", "setting", "secure"),
+    [
+        ("https", None, True),  # https redirect URIs turn Secure on by themselves
+        ("https", "", True),  # SESSION_COOKIE_SECURE= (empty, as in .env.example): automatic
+        ("https", "false", False),  # the setting still overrides
+        ("http", None, False),
+        ("http", "true", True),
+    ],
+)
+def test_secure_cookies_follow_the_redirect_uris_unless_set(scheme: str, setting: str | None, secure: bool) -> None:
+    environ = {
+        "STATE_TOKEN_SECRET": "s3cret-value",
+        "SHOPIFY_REDIRECT_URI": f"{scheme}://shop.example/shopify/callback",
+        "FACEBOOK_REDIRECT_URI": f"{scheme}://shop.example/facebook/callback",
+    }
+    if setting is not None:
+        environ["SESSION_COOKIE_SECURE"] = setting
+    settings = Settings.from_environ(environ, env_file=None)
+    assert settings.session_cookie_secure is secure
+    assert settings.served_over_https is (scheme == "https")

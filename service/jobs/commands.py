@@ -86,6 +86,7 @@ async def _import_env(args: argparse.Namespace) -> int:
     settings = _settings(args)
     env_file = Path(args.source_env_file) if args.source_env_file else settings.env_file
     async with TokenStore.open(settings) as store:
+        await store.check_keys()  # our rows are compared, and new ones written, with this ring
         report = await import_env(
             store,
             env_file=env_file,
@@ -117,6 +118,7 @@ async def _import_db(args: argparse.Namespace) -> int:
     secret = _secret_from(args.secret_env, settings) if args.secret_env else str(settings.state_token_secret)
     ring = source_ring([str(key) for key in settings.token_encryption_keys], str(settings.state_token_secret), secret)
     async with TokenStore.open(settings) as store:
+        await store.check_keys()  # our rows are compared, and new ones written, with this ring
         report = await import_db(
             store,
             Path(args.path),

@@ -267,6 +267,36 @@ def parse_signed_request(signed_request: str, *, app_secret: str) -> dict[str, A
     return payload
 
 
+SIGNED_REQUEST_MAX_AGE = 3600.0  # seconds an issued_at may lie behind now
+SIGNED_REQUEST_MAX_AHEAD = 300.0  # and ahead of it (clocks differ)
+
+
+def check_issued_at(
+    payload: dict[str, Any],
+    *,
+    now: float,
+    max_age: float = SIGNED_REQUEST_MAX_AGE,
+    max_ahead: float = SIGNED_REQUEST_MAX_AHEAD,
+) -> None:
+    """Refuse a parsed signed_request issued outside [now - max_age, now + max_ahead]: a signature
+    never expires, so without this one captured request would work forever."""
+    issued = payload.get("issued_at")
+    if isinstance(issued, bool) or not isinstance(issued, int | float) or not math.isfinite(issued):
+        raise errors.InvalidSignedRequest("the signed_request has no issued_at time")
+    age = now - issued
+    if age > max_age:
+        raise errors.StaleRequest(f"the signed_request was issued {age:.0f} s ago (more than {max_age:g} s)")
+    if -age > max_ahead:
+        raise errors.StaleRequest(f"the signed_request is {-age:.0f} s in the future (more than {max_ahead:g} s)")
+
+
+def payload_digest(payload: dict[str, Any], *, key: bytes) -> str:
+    """A keyed hex digest of a parsed signed_request's payload, the same for every encoding of it:
+    what a replay is recognised by."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
+
+
 def make_signed_request(payload: dict[str, Any], *, app_secret: str) -> str:
     payload_part = _b64url_encode(json.dumps(payload, separators=(",", ":")).encode())
     return f"{_b64url_encode(_signature(payload_part, app_secret))}.{payload_part}"

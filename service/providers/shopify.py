@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import math
@@ -139,6 +140,62 @@ def verify_webhook(body: bytes, header: str | None, *, secret: str) -> None:
     given = header.encode("utf-8", "replace")
     if not hmac.compare_digest(given, webhook_signature(body, secret).encode()):
         raise errors.WebhookUnauthorized("the webhook's X-Shopify-Hmac-Sha256 does not match its body")
+
+
+UNINSTALLED = "app/uninstalled"
+# The fields each topic we act on documents, with their JSON types (PROVIDERS.md). The shop acted on
+# always comes from the signed body: the headers (topic, shop) are not covered by the signature.
+_COMPLIANCE_FIELDS: dict[str, dict[str, type]] = {
+    "shop/redact": {"shop_id": int, "shop_domain": str},
+    "customers/redact": {"shop_id": int, "shop_domain": str, "customer": dict, "orders_to_redact": list},
+    "customers/data_request": {
+        "shop_id": int,
+        "shop_domain": str,
+        "customer": dict,
+        "orders_requested": list,
+        "data_request": dict,
+    },
+}
+WEBHOOK_TOPICS = frozenset({UNINSTALLED, *_COMPLIANCE_FIELDS})
+
+
+@dataclass(frozen=True)
+class Webhook:
+    topic: str
+    shop: str | None  # from the signed body; None for a topic we do not act on
+    payload: dict[str, Any] = field(repr=False)
+
+
+def _has(payload: dict[str, Any], name: str, kind: type) -> bool:
+    value = payload.get(name)
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
+def _body_shop(value: Any, topic: str, name: str) -> str:
+    if isinstance(value, str):
+        with contextlib.suppress(errors.InvalidShop):
+            return normalize_shop(value)
+    raise errors.WebhookFieldsMissing(f"the {topic} webhook's {name} is not a Shopify shop domain")
+
+
+def parse_webhook(topic: str, body: bytes) -> Webhook:
+    """A verified webhook body, checked against its topic. Call only after verify_webhook."""
+    payload = parse_json(body)
+    if not isinstance(payload, dict):
+        # The callback's query string is signed with the same secret: only a JSON object is a webhook.
+        raise errors.WebhookNotJSON("the webhook body is not a JSON object")
+    if topic == UNINSTALLED:
+        if not _has(payload, "id", int):
+            raise errors.WebhookFieldsMissing("the app/uninstalled webhook has no shop id")
+        name = "myshopify_domain" if "myshopify_domain" in payload else "domain"
+        return Webhook(topic, _body_shop(payload.get(name), topic, name), payload)
+    fields = _COMPLIANCE_FIELDS.get(topic)
+    if fields is None:
+        return Webhook(topic, None, payload)
+    missing = [name for name, kind in fields.items() if not _has(payload, name, kind)]
+    if missing:
+        raise errors.WebhookFieldsMissing(f"the {topic} webhook has no usable {', '.join(missing)}")
+    return Webhook(topic, _body_shop(payload["shop_domain"], topic, "shop_domain"), payload)
 
 
 def _split_scopes(scopes: str) -> list[str]:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.templating import Jinja2Templates
+from starlette.types import Message
 
 from service.errors import NotConfigured, ServiceError
 from service.refresh import ShopifyTokens
@@ -37,7 +40,15 @@ TITLES = {
     "token_revoked": "Access was revoked",
     "scope_mismatch": "Some permissions were not granted",
     "database_unavailable": "The service cannot reach its database",
+    "shop_owned_elsewhere": "This store belongs to another account",
+    "facebook_user_owned_elsewhere": "This Facebook login belongs to another account",
+    "page_owned_elsewhere": "Some Pages belong to another account",
+    "too_many_sign_ins": "Too many unfinished sign-ins",
 }
+
+
+# Pages that show an account or an error: never cached, never framed by another site.
+PRIVATE_PAGE_HEADERS = {"Cache-Control": "no-store", "Content-Security-Policy": "frame-ancestors 'none'"}
 
 
 @dataclass
@@ -75,14 +86,49 @@ def browser_nonce(request: Request, *, create: bool) -> str | None:
     return nonce
 
 
+def client_ip(request: Request) -> str | None:
+    # uvicorn sets this from X-Forwarded-For when the proxy is trusted (--forwarded-allow-ips).
+    return request.client.host[:64] if request.client else None
+
+
 def session_account(request: Request) -> str | None:
     account = request.session.get("account")
     return account if isinstance(account, str) else None
 
 
+async def read_body(request: Request, *, limit: int, too_large: Callable[[], ServiceError]) -> bytes:
+    """The request body, refused (`too_large()`) as soon as it is known to pass `limit` bytes: from
+    Content-Length before reading anything, otherwise while streaming, so memory never holds more."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large()
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large()
+    return bytes(body)
+
+
+async def read_form(request: Request, body: bytes) -> FormData:
+    """Parse a body already read by read_body as a form (urlencoded or multipart), as Starlette would."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return await Request(request.scope, replay).form()
+
+
 def error_response(request: Request, error: ServiceError) -> Response:
     if wants_json(request) or request.method != "GET":
-        return JSONResponse(error.as_dict(), status_code=error.status_code)
+        return JSONResponse(
+            error.as_dict(), status_code=error.status_code, headers={**PRIVATE_PAGE_HEADERS, **error.headers}
+        )
     return templates.TemplateResponse(
         request,
         "error.html",
@@ -93,4 +139,5 @@ def error_response(request: Request, error: ServiceError) -> Response:
             "status": error.status_code,
         },
         status_code=error.status_code,
+        headers={**PRIVATE_PAGE_HEADERS, **error.headers},
     )

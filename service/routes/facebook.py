@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
+import time
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
@@ -10,18 +13,31 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from service import keys, revocations
-from service.accounts import connect_rows
+from service.accounts import connect_facebook
 from service.errors import (
     AccessDenied,
+    FacebookUserOwnedElsewhere,
     InvalidCallback,
     InvalidSignedRequest,
     InvalidState,
     NotFound,
+    PageOwnedElsewhere,
 )
 from service.models import utcnow
 from service.oauth_state import begin_flow, finish_flow
 from service.providers import facebook
-from service.routes.common import browser_nonce, require_settings, services, session_account, templates, wants_json
+from service.routes.common import (
+    PRIVATE_PAGE_HEADERS,
+    browser_nonce,
+    client_ip,
+    read_body,
+    read_form,
+    require_settings,
+    services,
+    session_account,
+    templates,
+    wants_json,
+)
 from service.settings import Settings
 from service.store import TokenWrite
 
@@ -62,6 +78,7 @@ async def login(request: Request) -> Response:
         scopes=scopes,
         redirect_uri=redirect_uri,
         account_uuid=session_account(request),
+        client_ip=client_ip(request),
     )
     url = facebook.dialog_url(
         dialog_base=app.settings.facebook_dialog_base_url,
@@ -103,51 +120,74 @@ async def callback(request: Request) -> Response:
     pages = await graph.pages(user_token.access_token)
     user_id = user["id"]
     scopes = ",".join(flow.scopes)
-    writes = [
-        TokenWrite(
-            keys.facebook_user_token_key(user_id),
-            user_token.access_token,
-            "token",
-            {"provider": keys.FACEBOOK, "subject": user_id, "scopes": scopes, "expires_at": user_token.expires_at},
-        )
-    ]
-    writes += [
-        TokenWrite(
-            keys.page_token_key(page.id),
-            page.access_token,
-            "token",
-            # Page tokens from a long-lived user token do not expire by time (they die with the grant).
-            {
-                "provider": keys.FACEBOOK,
-                "subject": page.id,
-                "granted_by": user_id,
-                "scopes": scopes,
-                "expires_at": None,
-            },
+    user_write = TokenWrite(
+        keys.facebook_user_token_key(user_id),
+        user_token.access_token,
+        "token",
+        {"provider": keys.FACEBOOK, "subject": user_id, "scopes": scopes, "expires_at": user_token.expires_at},
+    )
+    page_writes = [
+        (
+            page.id,
+            TokenWrite(
+                keys.page_token_key(page.id),
+                page.access_token,
+                "token",
+                # Page tokens from a long-lived user token do not expire by time (they die with the grant).
+                {
+                    "provider": keys.FACEBOOK,
+                    "subject": page.id,
+                    "granted_by": user_id,
+                    "scopes": scopes,
+                    "expires_at": None,
+                },
+            ),
         )
         for page in pages
     ]
-    account = await connect_rows(
+    joined = await connect_facebook(
         app.store,
-        writes=writes,
-        uuid_keys=[keys.page_uuid_key(page.id) for page in pages],
+        user_id=user_id,
+        user_token=user_write,
+        pages=page_writes,
         session_account=flow.account_uuid or session_account(request),
     )
-    request.session["account"] = account
+    if joined.account is None:
+        raise FacebookUserOwnedElsewhere(
+            "This Facebook login is already connected to another account, so nothing was changed and this browser "
+            "stays in its own account. To open that account, log out first, then connect Facebook again."
+        )
+    request.session["account"] = joined.account
+    if joined.refused_pages:
+        raise _pages_elsewhere([page for page in pages if page.id in joined.refused_pages], granted=len(pages))
     return RedirectResponse("/", status_code=303)
+
+
+def _pages_elsewhere(refused: list[facebook.Page], *, granted: int) -> PageOwnedElsewhere:
+    names = ", ".join(f"{page.name[:80]} ({page.id})" if page.name else page.id for page in refused)
+    which = f"The Facebook Page {names} is" if len(refused) == 1 else f"The Facebook Pages {names} are"
+    others = " The other Pages of your grant were connected." if granted > len(refused) else ""
+    return PageOwnedElsewhere(
+        f"{which} already connected to another account by a different Facebook user, so nothing was changed "
+        f"for {'it' if len(refused) == 1 else 'them'}.{others} If a Page is yours, log out, connect the Shopify "
+        "store of its account, then connect Facebook again.",
+        pages=[page.id for page in refused],
+    )
 
 
 async def _signed_request(request: Request) -> dict:
     app = services(request)
     _app_id, app_secret, _redirect_uri = _credentials(app.settings)
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise InvalidSignedRequest("The request is larger than any signed_request.")
-    form = await request.form()
+    body = await read_body(request, limit=MAX_FORM_BYTES, too_large=_too_large)
+    form = await read_form(request, body)
     values = form.getlist("signed_request")
     if len(values) != 1 or not isinstance(values[0], str):
         raise InvalidSignedRequest("The request must carry exactly one signed_request form field.")
     return facebook.parse_signed_request(values[0], app_secret=app_secret)
+
+
+def _too_large() -> InvalidSignedRequest:
+    return InvalidSignedRequest("The request is larger than any signed_request.", status_code=413)
 
 
 def _user_id(payload: dict, name: str = "user_id") -> str | None:
@@ -160,16 +200,26 @@ def _user_id(payload: dict, name: str = "user_id") -> str | None:
     return text
 
 
+def _checked(request: Request, payload: dict) -> str:
+    """Refuse a signed_request issued outside the window; return its digest (what a replay repeats)."""
+    facebook.check_issued_at(payload, now=time.time())
+    secret = str(services(request).settings.state_token_secret).encode()
+    return facebook.payload_digest(payload, key=hmac.new(secret, b"salesbot signed_request", hashlib.sha256).digest())
+
+
 async def deauthorize(request: Request) -> Response:
     app = services(request)
     payload = await _signed_request(request)
     user_id, profile_id = _user_id(payload), _user_id(payload, "profile_id")
-    if user_id is not None:
-        deleted = await revocations.deauthorize_user(app.store, user_id)
-    elif profile_id is not None:
-        deleted = await revocations.remove_page(app.store, profile_id)
-    else:
+    if user_id is None and profile_id is None:
         raise InvalidSignedRequest("The signed_request names no user_id or profile_id.")
+    digest = _checked(request, payload)
+    if user_id is not None:
+        deleted = await revocations.deauthorize_user(app.store, user_id, request_digest=digest)
+    else:
+        deleted = await revocations.remove_page(app.store, str(profile_id), request_digest=digest)
+    if deleted is None:
+        return JSONResponse({"status": "duplicate", "deleted": 0})
     return JSONResponse({"status": "ok", "deleted": deleted})
 
 
@@ -188,7 +238,7 @@ async def data_deletion(request: Request) -> Response:
     user_id = _user_id(payload)
     if user_id is None:
         raise InvalidSignedRequest("The signed_request names no user_id.")
-    code, _deleted = await revocations.delete_user_data(app.store, user_id)
+    code, _deleted = await revocations.delete_user_data(app.store, user_id, request_digest=_checked(request, payload))
     url = f"{_public_base(request, app.settings)}/facebook/data-deletion/{code}"
     return JSONResponse({"url": url, "confirmation_code": code})
 
@@ -205,8 +255,9 @@ async def deletion_status(request: Request) -> Response:
         "requested_at": row["requested_at"].isoformat(timespec="seconds"),
     }
     if wants_json(request):
-        return JSONResponse({"confirmation_code": view["code"], **{k: v for k, v in view.items() if k != "code"}})
-    return templates.TemplateResponse(request, "deletion.html", view)
+        body = {"confirmation_code": view["code"], **{k: v for k, v in view.items() if k != "code"}}
+        return JSONResponse(body, headers=PRIVATE_PAGE_HEADERS)
+    return templates.TemplateResponse(request, "deletion.html", view, headers=PRIVATE_PAGE_HEADERS)
 
 
 routes = [

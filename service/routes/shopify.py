@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime
 
@@ -11,12 +10,19 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from service import keys, revocations
-from service.accounts import connect_rows
-from service.errors import InvalidCallback, InvalidShop, NotConfigured, WebhookUnauthorized
+from service.accounts import connect_shop
+from service.errors import (
+    InvalidCallback,
+    InvalidShop,
+    NotConfigured,
+    ShopOwnedElsewhere,
+    WebhookShopMismatch,
+    WebhookUnauthorized,
+)
 from service.models import utcnow
 from service.oauth_state import begin_flow, finish_flow
 from service.providers import shopify
-from service.routes.common import browser_nonce, require_settings, services, session_account
+from service.routes.common import browser_nonce, client_ip, read_body, require_settings, services, session_account
 from service.settings import Settings
 from service.store import TokenWrite
 
@@ -51,6 +57,7 @@ async def login(request: Request) -> Response:
         redirect_uri=redirect_uri,
         shop=domain,
         account_uuid=session_account(request),
+        client_ip=client_ip(request),
     )
     url = shopify.authorize_url(
         admin_base=shopify.admin_base_url(app.settings.shopify_admin_base_url, domain),
@@ -84,28 +91,31 @@ async def callback(request: Request) -> Response:
     )
     granted = shopify.check_scopes(flow.scopes, ",".join(token.scopes))
     shop_key = shopify.shop_key(domain)
-    account = await connect_rows(
+    joined = await connect_shop(
         app.store,
-        writes=[
-            TokenWrite(
-                keys.shopify_token_key(shop_key),
-                token.access_token,
-                "token",
-                {
-                    "provider": keys.SHOPIFY,
-                    "subject": domain,
-                    "scopes": ",".join(granted),
-                    "expires_at": token.expires_at,
-                    "refresh_token": token.refresh_token,
-                    "refresh_expires_at": token.refresh_expires_at,
-                    "refresh_lease_until": None,
-                },
-            )
-        ],
-        uuid_keys=[keys.shopify_uuid_key(shop_key)],
+        shop_key=shop_key,
+        token=TokenWrite(
+            keys.shopify_token_key(shop_key),
+            token.access_token,
+            "token",
+            {
+                "provider": keys.SHOPIFY,
+                "subject": domain,
+                "scopes": ",".join(granted),
+                "expires_at": token.expires_at,
+                "refresh_token": token.refresh_token,
+                "refresh_expires_at": token.refresh_expires_at,
+                "refresh_lease_until": None,
+            },
+        ),
         session_account=flow.account_uuid or session_account(request),
     )
-    request.session["account"] = account
+    if joined.account is None:
+        raise ShopOwnedElsewhere(
+            f"The store {domain} is connected to another account, so nothing was changed and this browser stays "
+            "in its own account. To open the store's account, log out first, then connect the store again."
+        )
+    request.session["account"] = joined.account
     return RedirectResponse("/", status_code=303)
 
 
@@ -124,9 +134,7 @@ async def webhooks(request: Request) -> Response:
     app = services(request)
     if app.settings.shopify_api_secret is None:
         raise NotConfigured("Shopify is not configured: set SHOPIFY_API_SECRET.")
-    body = await request.body()
-    if len(body) > MAX_WEBHOOK_BYTES:
-        raise WebhookUnauthorized("The webhook body is larger than any Shopify webhook.", status_code=413)
+    body = await read_body(request, limit=MAX_WEBHOOK_BYTES, too_large=_too_large)
     shopify.verify_webhook(
         body, request.headers.get("x-shopify-hmac-sha256"), secret=str(app.settings.shopify_api_secret)
     )
@@ -134,11 +142,15 @@ async def webhooks(request: Request) -> Response:
     webhook_id = request.headers.get("x-shopify-webhook-id", "")
     if not topic or not webhook_id or len(webhook_id) > 255:
         raise InvalidCallback("A Shopify webhook needs X-Shopify-Topic and X-Shopify-Webhook-Id headers.")
+    named = _header_shop(request)
+    webhook = shopify.parse_webhook(topic, body)
+    if webhook.shop is not None and named is not None and named != webhook.shop:
+        raise WebhookShopMismatch("The webhook's X-Shopify-Shop-Domain header names another shop than its body.")
     outcome = await revocations.shopify_webhook(
         app.store,
         webhook_id=webhook_id,
         topic=topic,
-        shop_domain=_webhook_shop(request, body),
+        shop_domain=webhook.shop or named,
         triggered_at=_triggered_at(request),
     )
     if outcome.status == "ok":
@@ -146,13 +158,13 @@ async def webhooks(request: Request) -> Response:
     return JSONResponse({"status": outcome.status, "topic": topic, "webhook_id": webhook_id})
 
 
-def _webhook_shop(request: Request, body: bytes) -> str | None:
+def _too_large() -> WebhookUnauthorized:
+    return WebhookUnauthorized("The webhook body is larger than any Shopify webhook.", status_code=413)
+
+
+def _header_shop(request: Request) -> str | None:
+    # Unsigned: only ever compared with the body's shop, and recorded for topics we do not act on.
     raw = request.headers.get("x-shopify-shop-domain")
-    if raw is None:
-        try:
-            raw = json.loads(body).get("shop_domain")
-        except (ValueError, AttributeError):
-            raw = None
     if raw is None:
         return None
     try:

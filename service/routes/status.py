@@ -1,4 +1,5 @@
-"""The merchant's status page (HTML, or JSON on request) and the health check. Never shows a token."""
+"""The merchant's status page (HTML, or JSON on request), logging out, and the health check. Never
+shows a token."""
 
 from __future__ import annotations
 
@@ -6,11 +7,11 @@ from datetime import datetime
 
 from sqlalchemy import text
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from service import keys
-from service.routes.common import services, session_account, templates, wants_json
+from service.routes.common import PRIVATE_PAGE_HEADERS, services, session_account, templates, wants_json
 from service.store import TokenRecord
 
 
@@ -55,8 +56,18 @@ async def status_page(request: Request) -> Response:
     records = await app.store.list_tokens(account_uuid=account) if account else []
     view = describe_account(account, records)
     if wants_json(request):
-        return JSONResponse(view)
-    return templates.TemplateResponse(request, "status.html", {**view, "demo": app.demo is not None})
+        return JSONResponse(view, headers=PRIVATE_PAGE_HEADERS)
+    return templates.TemplateResponse(
+        request, "status.html", {**view, "demo": app.demo is not None}, headers=PRIVATE_PAGE_HEADERS
+    )
+
+
+async def logout(request: Request) -> Response:
+    """Forget this browser's account and pending sign-ins (its session cookie is cleared)."""
+    request.session.clear()
+    if wants_json(request):
+        return JSONResponse({"status": "logged_out"}, headers=PRIVATE_PAGE_HEADERS)
+    return RedirectResponse("/", status_code=303)
 
 
 async def healthz(request: Request) -> Response:
@@ -65,4 +76,8 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-routes = [Route("/", status_page, methods=["GET"]), Route("/healthz", healthz, methods=["GET"])]
+routes = [
+    Route("/", status_page, methods=["GET"]),
+    Route("/logout", logout, methods=["POST"]),
+    Route("/healthz", healthz, methods=["GET"]),
+]

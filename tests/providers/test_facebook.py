@@ -553,3 +553,33 @@ def test_make_then_parse_roundtrip(extra: dict[str, Any], secret: str) -> None:
     payload = {**extra, "algorithm": "HMAC-SHA256", "user_id": "42"}
     made = facebook.make_signed_request(payload, app_secret=secret)
     assert facebook.parse_signed_request(made, app_secret=secret) == payload
+
+
+# --- signed request freshness and replay digest ---------------------------------------------------------
+
+SR_NOW = 1_800_000_000.0
+
+
+@pytest.mark.parametrize("issued_at", [SR_NOW, SR_NOW - 3600, SR_NOW + 300, int(SR_NOW) - 10])
+def test_issued_at_inside_the_window_is_accepted(issued_at: float) -> None:
+    facebook.check_issued_at({"issued_at": issued_at}, now=SR_NOW)
+
+
+@pytest.mark.parametrize("issued_at", [SR_NOW - 3601, SR_NOW + 301, 321, 946_684_800])
+def test_issued_at_outside_the_window_is_stale(issued_at: float) -> None:
+    with pytest.raises(errors.StaleRequest):
+        facebook.check_issued_at({"issued_at": issued_at}, now=SR_NOW)
+
+
+@pytest.mark.parametrize("payload", [{}, {"issued_at": None}, {"issued_at": "1800000000"}, {"issued_at": True}])
+def test_issued_at_missing_or_not_a_number_is_refused(payload: dict) -> None:
+    with pytest.raises(errors.InvalidSignedRequest, match="issued_at"):
+        facebook.check_issued_at(payload, now=SR_NOW)
+
+
+def test_payload_digest_ignores_key_order_and_depends_on_key_and_content() -> None:
+    payload = {"user_id": "1", "algorithm": "HMAC-SHA256", "issued_at": 5}
+    digest = facebook.payload_digest(payload, key=b"k")
+    assert facebook.payload_digest(dict(reversed(payload.items())), key=b"k") == digest
+    assert facebook.payload_digest(payload, key=b"other") != digest
+    assert facebook.payload_digest({**payload, "issued_at": 6}, key=b"k") != digest

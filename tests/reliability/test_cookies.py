@@ -1,4 +1,6 @@
-"""The session cookie: signed, HttpOnly, SameSite=Lax, Secure on request, expiring; not movable between browsers."""
+"""The session cookie: signed, HttpOnly, SameSite=Lax, Secure on request or over https (then named
+`__Host-`), expiring; not movable between browsers; cleared by POST /logout. Pages that show an account
+or an error are neither cached nor framed."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import pytest
 from service.app import SESSION_MAX_AGE, session_secret
 from service.settings import Settings
 from tests.routes.helpers import error_code, snapshot
-from tests.web import SANDBOX, click, running_app
+from tests.web import SANDBOX, click, connect_facebook, connect_shopify, running_app, status_json
 
 
 def set_cookie(response) -> str:
@@ -99,3 +101,68 @@ async def test_an_expired_cookie_is_ignored_by_the_server(migrated: Settings) ->
         response = await stale.get(url, headers={"cookie": f"salesbot_session={old}"})
         assert response.status_code == 400 and error_code(response) == "invalid_state"
         assert "another browser" not in response.text  # it found no session at all
+
+
+HTTPS = {
+    "SHOPIFY_REDIRECT_URI": "https://shop.example/shopify/callback",
+    "FACEBOOK_REDIRECT_URI": "https://shop.example/facebook/callback",
+}
+
+
+async def public_login(web):  # type: ignore[no-untyped-def]
+    # As a TLS proxy forwards it: the public host name, so the login is not sent there first (CanonicalHost).
+    return await web.browser.get("/facebook/login", headers={"host": "shop.example"}, follow_redirects=False)
+
+
+def cookie_attributes(response) -> tuple[str, list[str]]:
+    header = next(v for k, v in response.headers.multi_items() if k == "set-cookie")
+    name = header.split("=", 1)[0]
+    return name, [part.strip().lower() for part in header.split(";")[1:]]
+
+
+async def test_over_https_the_cookie_is_secure_and_host_prefixed_without_any_setting(migrated: Settings) -> None:
+    async with running_app(migrated.database_url, **HTTPS) as web:
+        name, attributes = cookie_attributes(await public_login(web))
+    assert name == "__Host-salesbot_session"
+    # What browsers demand of a __Host- cookie: Secure, Path=/ and no Domain.
+    assert "secure" in attributes and "path=/" in attributes
+    assert not any(attribute.startswith("domain") for attribute in attributes)
+
+
+async def test_session_cookie_secure_false_still_overrides_https(migrated: Settings) -> None:
+    async with running_app(migrated.database_url, SESSION_COOKIE_SECURE="false", **HTTPS) as web:
+        name, attributes = cookie_attributes(await public_login(web))
+    assert name == "salesbot_session" and "secure" not in attributes
+
+
+async def test_logout_clears_the_session(migrated: Settings) -> None:
+    async with running_app(migrated.database_url) as web:
+        await connect_shopify(web.browser)
+        page = await web.browser.get("/")
+        assert 'action="/logout"' in page.text
+        response = await web.browser.post("/logout", follow_redirects=False)
+        assert response.status_code == 303 and response.headers["location"] == "/"
+        name, attributes = cookie_attributes(response)
+        assert name == "salesbot_session" and any(a.startswith("expires=thu, 01 jan 1970") for a in attributes)
+        assert "salesbot_session" not in web.browser.cookies
+        assert (await status_json(web.browser))["account"] is None
+        assert await web.store.get_token("SHOPIFY_ACCESS_TOKEN_acme-7cu19ngr") is not None  # only the session
+
+
+async def test_status_error_and_deletion_pages_are_not_cached_or_framed(migrated: Settings) -> None:
+    async with running_app(migrated.database_url) as web:
+        await connect_facebook(web.browser)
+        signed = web.sandbox.facebook_signed_request({"user_id": "9001"})
+        deletion = await web.browser.post("/facebook/data-deletion", data={"signed_request": signed})
+        pages = [
+            await web.browser.get("/"),
+            await web.browser.get("/", headers={"accept": "application/json"}),
+            await web.browser.get("/facebook/callback?error=access_denied"),  # an error page
+            await web.browser.get("/no/such/page"),
+            await web.browser.post("/facebook/deauthorize", data={"signed_request": "x"}),  # an error, as JSON
+            await web.browser.get(deletion.json()["url"]),
+            await web.browser.get(deletion.json()["url"], headers={"accept": "application/json"}),
+        ]
+    for response in pages:
+        assert response.headers["cache-control"] == "no-store", response.url
+        assert response.headers["content-security-policy"] == "frame-ancestors 'none'", response.url

@@ -306,7 +306,20 @@ async def test_shopify_webhook_forged(hostile: Hostile, body: bytes, signature, 
 async def test_shopify_webhook_signed_but_malformed_or_replayed(hostile: Hostile, topic, shop, webhook_id) -> None:
     """Correctly signed: a bad topic, id or shop is a 400; a replayed id a harmless 200 that changes nothing.
     (Hostile input with the real secret is beyond any attacker; this checks the checks after the signature.)"""
-    body = json.dumps({"shop_domain": SHOP}).encode()
+    # Every field each topic documents (the shop resource and the compliance bodies), so that the first
+    # delivery is a valid app/uninstalled and the replay is valid under whichever topic it names.
+    body = json.dumps(
+        {
+            "id": 1,
+            "myshopify_domain": SHOP,
+            "shop_id": 1,
+            "shop_domain": SHOP,
+            "customer": {"id": 2},
+            "orders_to_redact": [],
+            "orders_requested": [],
+            "data_request": {"id": 3},
+        }
+    ).encode()
     if webhook_id == "replay":
         first = [
             (b"x-shopify-topic", b"app/uninstalled"),

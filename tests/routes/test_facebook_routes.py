@@ -1,8 +1,12 @@
-"""Facebook Login, cancel, Graph failures, and the deauthorize and data-deletion callbacks."""
+"""Facebook Login, cancel, Graph failures, and the deauthorize and data-deletion callbacks: their
+signed_request checked, fresh (issued_at) and handled once."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from sqlalchemy import text
 
 from service.settings import Settings
 from tests.routes.helpers import error_code, snapshot
@@ -119,3 +123,65 @@ async def test_data_deletion_erases_and_answers_a_working_status_url(migrated: S
         missing = await web.browser.get("/facebook/data-deletion/unknown-code")
         assert missing.status_code == 404 and error_code(missing) == "not_found"
         assert (await status_json(web.browser))["pages"] == []
+
+
+# --- signed_request freshness and replays -------------------------------------------------------------------
+
+
+async def deletion_rows(web) -> int:
+    async with web.store.engine.connect() as connection:
+        return (await connection.execute(text("SELECT COUNT(*) FROM deletion_requests"))).scalar_one()
+
+
+@pytest.mark.parametrize("issued_at", [946_684_800, "an hour ago", "ten minutes ahead"])
+async def test_a_signed_request_outside_its_window_deletes_nothing(migrated: Settings, issued_at) -> None:
+    when = {"an hour ago": time.time() - 3660, "ten minutes ahead": time.time() + 600}.get(issued_at, issued_at)
+    async with running_app(migrated.database_url) as web:
+        await connect_facebook(web.browser)
+        before = await snapshot(web.store)
+        for path in ("/facebook/deauthorize", "/facebook/data-deletion"):
+            response = await deauthorize(web, {"user_id": "9001", "issued_at": int(when)}, path=path)
+            assert response.status_code == 400 and response.json()["error"] == "stale_timestamp", response.text
+        response = await deauthorize(web, {"profile_id": "101", "issued_at": int(when)})
+        assert response.status_code == 400 and response.json()["error"] == "stale_timestamp"
+        assert await snapshot(web.store) == before and await deletion_rows(web) == 0
+
+
+async def test_a_signed_request_without_issued_at_is_refused(migrated: Settings) -> None:
+    async with running_app(migrated.database_url) as web:
+        await connect_facebook(web.browser)
+        before = await snapshot(web.store)
+        response = await deauthorize(web, {"user_id": "9001", "issued_at": None})
+        assert response.status_code == 400 and response.json()["error"] == "invalid_signed_request"
+        assert await snapshot(web.store) == before
+
+
+async def test_a_signed_request_a_little_old_or_early_is_accepted(migrated: Settings) -> None:
+    async with running_app(migrated.database_url) as web:
+        await connect_facebook(web.browser)
+        early = await deauthorize(web, {"profile_id": "101", "issued_at": int(time.time()) + 240})
+        assert early.status_code == 200 and early.json()["deleted"] == 1
+        late = await deauthorize(web, {"profile_id": "102", "issued_at": int(time.time()) - 3000})
+        assert late.status_code == 200 and late.json()["deleted"] == 1
+
+
+async def test_a_replayed_signed_request_deletes_nothing_more_and_adds_no_deletion_row(migrated: Settings) -> None:
+    async with running_app(migrated.database_url) as web:
+        await connect_facebook(web.browser)
+        deletion = web.sandbox.facebook_signed_request({"user_id": "9001"})
+        first = await web.browser.post("/facebook/data-deletion", data={"signed_request": deletion})
+        assert first.status_code == 200 and await deletion_rows(web) == 1
+        deauthorizing = web.sandbox.facebook_signed_request({"user_id": "9001", "issued_at": int(time.time()) - 1})
+        assert (await web.browser.post("/facebook/deauthorize", data={"signed_request": deauthorizing})).json() == {
+            "status": "ok",
+            "deleted": 0,
+        }
+        await connect_facebook(web.browser)  # the merchant connects again: a replay must not undo that
+        before = await snapshot(web.store)
+        again = await web.browser.post("/facebook/data-deletion", data={"signed_request": deletion})
+        assert again.status_code == 200 and again.json() == first.json()  # the same code and status URL
+        replayed = await web.browser.post("/facebook/deauthorize", data={"signed_request": deauthorizing})
+        assert replayed.status_code == 200 and replayed.json() == {"status": "duplicate", "deleted": 0}
+        assert await snapshot(web.store) == before and await deletion_rows(web) == 1
+        status = await web.browser.get(first.json()["url"], headers={"accept": "application/json"})
+        assert status.json()["deleted_rows"] == 7

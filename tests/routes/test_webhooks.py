@@ -1,4 +1,5 @@
-"""Shopify webhooks: signature, de-duplication, uninstall racing a reinstall, compliance topics."""
+"""Shopify webhooks: signature, de-duplication, uninstall racing a reinstall, compliance topics, and the
+shop acted on coming from the signed body (never from a header, never from a callback's signature)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import hashlib
 import hmac
 import json
 from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qsl, urlsplit
 
 from service.settings import Settings
 from tests.routes.helpers import snapshot
-from tests.web import SHOPIFY_SECRET, connect_shopify, running_app, status_json
+from tests.web import SHOPIFY_SECRET, click, connect_shopify, running_app, status_json
 
 SHOP = "acme-7cu19ngr.myshopify.com"
+VICTIM = "victim-shop.myshopify.com"
 
 
 def signed(body: bytes, secret: str = SHOPIFY_SECRET) -> str:
@@ -20,9 +23,7 @@ def signed(body: bytes, secret: str = SHOPIFY_SECRET) -> str:
 
 
 async def send(web, topic: str, *, webhook_id: str | None = None, extra: dict | None = None):
-    body, headers = web.sandbox.shopify_webhook(
-        shop=SHOP, topic=topic, payload={"shop_domain": SHOP}, webhook_id=webhook_id
-    )
+    body, headers = web.sandbox.shopify_webhook(shop=SHOP, topic=topic, webhook_id=webhook_id)  # the documented body
     return await web.browser.post("/shopify/webhooks", content=body, headers={**headers, **(extra or {})})
 
 
@@ -78,3 +79,104 @@ async def test_bad_signatures_get_401_and_change_nothing(migrated: Settings) -> 
             response = await web.browser.post("/shopify/webhooks", content=body, headers=headers)
             assert response.status_code == 401 and response.json()["error"] == "invalid_webhook_signature"
         assert await snapshot(web.store) == before
+
+
+def headers_for(signature: str, topic: str, shop: str, webhook_id: str) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "X-Shopify-Hmac-Sha256": signature,
+        "X-Shopify-Topic": topic,
+        "X-Shopify-Shop-Domain": shop,
+        "X-Shopify-Webhook-Id": webhook_id,
+    }
+
+
+async def test_a_callbacks_signature_replayed_as_a_webhook_for_another_shop_is_refused(migrated: Settings) -> None:
+    async with running_app(migrated.database_url) as web:
+        await connect_shopify(web.browser, "victim-shop")
+        # The attacker installs the app on a store of their own and keeps the callback URL.
+        attacker = web.new_browser()
+        consent = await attacker.get("/shopify/attacker-shop/login")
+        attacker.follow_redirects = False
+        callback = (await click(attacker, consent, "allow")).headers["location"]
+        pairs = parse_qsl(urlsplit(callback).query, keep_blank_values=True)
+        hex_hmac = dict(pairs)["hmac"]
+        body = "&".join(f"{k}={v}" for k, v in sorted(pair for pair in pairs if pair[0] != "hmac")).encode()
+        forged = base64.b64encode(bytes.fromhex(hex_hmac)).decode()
+        assert forged == signed(body)  # the premise: a body our secret really signed, in the webhook's encoding
+        before = await snapshot(web.store)
+        for topic in ("app/uninstalled", "shop/redact", "customers/redact"):
+            response = await web.browser.post(
+                "/shopify/webhooks", content=body, headers=headers_for(forged, topic, VICTIM, f"forged-{topic}")
+            )
+            assert response.status_code == 401 and response.json()["error"] == "invalid_webhook_body", response.text
+        assert await snapshot(web.store) == before
+        assert await web.store.get_token("SHOPIFY_ACCESS_TOKEN_victim-shop") is not None
+
+
+async def test_a_signed_body_that_is_not_a_json_object_is_refused(migrated: Settings) -> None:
+    async with running_app(migrated.database_url) as web:
+        await connect_shopify(web.browser)
+        before = await snapshot(web.store)
+        for body in (b"shop_domain=" + SHOP.encode(), b"[]", b'"text"', b"", b"{"):
+            headers = headers_for(signed(body), "app/uninstalled", SHOP, "not-json")
+            response = await web.browser.post("/shopify/webhooks", content=body, headers=headers)
+            assert response.status_code == 401 and response.json()["error"] == "invalid_webhook_body", body
+        assert await snapshot(web.store) == before
+
+
+async def test_the_shop_comes_from_the_signed_body_and_another_shop_in_the_header_is_refused(
+    migrated: Settings,
+) -> None:
+    async with running_app(migrated.database_url) as web:
+        await connect_shopify(web.browser, "victim-shop")
+        await connect_shopify(web.new_browser(), "attacker-shop")
+        before = await snapshot(web.store)
+        for topic in ("app/uninstalled", "shop/redact"):
+            # A genuine delivery for the attacker's own shop, its header rewritten to name the victim.
+            body, headers = web.sandbox.shopify_webhook(shop="attacker-shop.myshopify.com", topic=topic)
+            response = await web.browser.post(
+                "/shopify/webhooks", content=body, headers={**headers, "X-Shopify-Shop-Domain": VICTIM}
+            )
+            assert response.status_code == 401 and response.json()["error"] == "webhook_shop_mismatch"
+        assert await snapshot(web.store) == before
+        # Without the header, the body's shop is the one acted on.
+        body, headers = web.sandbox.shopify_webhook(shop="attacker-shop.myshopify.com", topic="app/uninstalled")
+        del headers["X-Shopify-Shop-Domain"]
+        response = await web.browser.post("/shopify/webhooks", content=body, headers=headers)
+        assert response.status_code == 200 and response.json()["deleted"] == 1
+        assert await web.store.get_token("SHOPIFY_ACCESS_TOKEN_attacker-shop") is None
+        assert await web.store.get_token("SHOPIFY_ACCESS_TOKEN_victim-shop") is not None
+
+
+async def test_a_body_without_its_topics_fields_is_refused_never_read_as_delete_everything(
+    migrated: Settings,
+) -> None:
+    async with running_app(migrated.database_url) as web:
+        await connect_shopify(web.browser, "victim-shop")
+        before = await snapshot(web.store)
+        complete = {
+            topic: web.sandbox.shopify_webhook_payload(shop=VICTIM, topic=topic)
+            for topic in ("app/uninstalled", "shop/redact", "customers/redact", "customers/data_request")
+        }
+        bodies = [
+            ("app/uninstalled", {"shop_domain": VICTIM}),  # what a compliance body has, not the shop resource
+            ("app/uninstalled", {k: v for k, v in complete["app/uninstalled"].items() if k != "id"}),
+            ("app/uninstalled", {**complete["app/uninstalled"], "myshopify_domain": "victim-shop.example.com"}),
+            ("shop/redact", {}),
+            ("shop/redact", {"shop_domain": VICTIM}),
+            ("shop/redact", {"shop_id": "1", "shop_domain": VICTIM}),
+            ("customers/redact", complete["shop/redact"]),
+            ("customers/redact", {**complete["customers/redact"], "orders_to_redact": None}),
+            ("customers/data_request", {**complete["customers/data_request"], "customer": None}),
+        ]
+        for n, (topic, payload) in enumerate(bodies):
+            body, headers = web.sandbox.shopify_webhook(shop=VICTIM, topic=topic, payload=payload, webhook_id=f"w{n}")
+            response = await web.browser.post("/shopify/webhooks", content=body, headers=headers)
+            assert response.status_code == 400 and response.json()["error"] == "webhook_fields_missing", (n, topic)
+        assert await snapshot(web.store) == before
+        # The same ids with complete bodies are not duplicates: a refused delivery was never recorded.
+        for n, topic in enumerate(("app/uninstalled", "customers/data_request")):
+            body, headers = web.sandbox.shopify_webhook(shop=VICTIM, topic=topic, webhook_id=f"w{n}")
+            response = await web.browser.post("/shopify/webhooks", content=body, headers=headers)
+            assert response.status_code == 200 and response.json()["status"] == "ok", response.text

@@ -1,0 +1,71 @@
+"""Pruning the tables that requests anyone can send make grow: OAuth states past expiry, webhook
+deliveries past the de-duplication window, deletion requests past their retention. It runs on a
+schedule in the app's lifespan, never per request (DESIGN.md, "OAuth").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete
+from sqlalchemy.engine import Connection
+
+from service.models import DeletionRequest, OAuthState, WebhookDelivery, utcnow
+from service.store import TokenStore
+
+logger = logging.getLogger("salesbot.housekeeping")
+STATES = OAuthState.__table__
+DELIVERIES = WebhookDelivery.__table__
+DELETIONS = DeletionRequest.__table__
+
+PRUNE_EVERY = 600.0  # seconds between runs
+# Shopify retries a delivery for up to 48 hours, and a signed_request is good for one: a week covers both.
+DELIVERY_RETENTION = timedelta(days=7)
+# How long a data-deletion status URL keeps answering.
+DELETION_RETENTION = timedelta(days=90)
+
+
+@dataclass(frozen=True)
+class Pruned:
+    states: int
+    deliveries: int
+    deletions: int
+
+
+async def prune(store: TokenStore, *, now: datetime | None = None) -> Pruned:
+    """Delete what is past its time, in one write transaction; return how many rows of each."""
+    now = now or utcnow()
+
+    def job(connection: Connection) -> Pruned:
+        return Pruned(
+            states=connection.execute(delete(STATES).where(STATES.c.expires_at <= now)).rowcount,
+            deliveries=connection.execute(
+                delete(DELIVERIES).where(DELIVERIES.c.received_at < now - DELIVERY_RETENTION)
+            ).rowcount,
+            deletions=connection.execute(
+                delete(DELETIONS).where(DELETIONS.c.requested_at < now - DELETION_RETENTION)
+            ).rowcount,
+        )
+
+    return await store.run_write(job)
+
+
+async def prune_periodically(store: TokenStore, every: float = PRUNE_EVERY) -> None:
+    """Prune every `every` seconds until cancelled; a failed run is logged (its class only) and retried."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            pruned = await prune(store)
+        except Exception as exc:  # the database may be down for a while: the next run tries again
+            logger.warning("pruning failed (%s); next try in %.0f s", type(exc).__name__, every)
+            continue
+        if pruned.states or pruned.deliveries or pruned.deletions:
+            logger.info(
+                "pruned %d expired states, %d old webhook deliveries, %d old deletion requests",
+                pruned.states,
+                pruned.deliveries,
+                pruned.deletions,
+            )
