@@ -1,40 +1,75 @@
 """Alembic environment: async, the service's own engine (so SQLite gets its pragmas), batch mode for
-SQLite, and the key ring handed to revisions that must read encrypted rows.
+SQLite, and the key ring handed to revisions that must read encrypted rows (DESIGN.md, "Migrations").
 
-The database URL and key ring come from `config.attributes` when `salesbot migrate` (or a test)
-runs Alembic in-process, else from the same settings as the service (environment, then .env).
+In-process (`salesbot migrate`, tests) the caller hands over the database URL and key ring in
+`config.attributes`. From the `alembic` command line this reads the same settings as `salesbot
+migrate` (environment, then .env, or `-x env_file=PATH`) and refuses with the same one line when they
+do not load; alembic.ini's logging then says which revisions ran.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+import logging
+import sys
+from logging.config import fileConfig
 
 from alembic import context
+from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
 from service.crypto import KeyRing
-from service.db import WRITE_OPTION, create_engine
-from service.errors import SettingsError
-from service.migrate import adopt_seed_database, take_migration_lock
+from service.db import WRITE_OPTION, create_engine, describe_database_error
+from service.errors import ServiceError
+from service.migrate import (
+    adopt_seed_database,
+    downgrade_target,
+    record,
+    revisions_between,
+    take_migration_lock,
+    token_data_lost,
+)
 from service.models import Base
-from service.settings import DEFAULT_TOKEN_DB_PATH, Settings, sqlite_url
 
 config = context.config
+log = logging.getLogger("alembic.env")
+IN_PROCESS = "database_url" in config.attributes or "connection" in config.attributes
 
 
-def _url_and_ring() -> tuple[str, KeyRing | None]:
-    url = config.attributes.get("database_url")
-    ring = config.attributes.get("keyring")
-    if url is not None:
-        return url, ring
+def _fail(message: str, status: int) -> None:
+    print(f"salesbot: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
+def _settings_from_command_line() -> tuple[str, KeyRing]:
+    from service.security import check_secret
+    from service.settings import Settings
+
+    env_file = context.get_x_argument(as_dictionary=True).get("env_file")
     try:
-        settings = Settings.from_environ()
-    except SettingsError:
-        # Schema changes need no secret; a revision that must decrypt rows says so itself.
-        fallback = os.environ.get("DATABASE_URL") or sqlite_url(os.environ.get("TOKEN_DB_PATH", DEFAULT_TOKEN_DB_PATH))
-        return fallback, None
-    return settings.database_url, KeyRing.from_settings(settings)
+        settings = Settings.load(env_file)
+        ring = KeyRing.from_settings(settings)
+        check_secret(settings)
+    except ServiceError as error:
+        _fail(error.message, 2)
+    return settings.database_url, ring
+
+
+def _refuse_silent_token_loss(current: str | None) -> None:
+    """`alembic downgrade` that would delete token data needs `-x yes=1`, as `salesbot downgrade` needs --yes."""
+    options = config.cmd_opts
+    if options is None or getattr(options, "cmd", (None,))[0].__name__ != "downgrade":
+        return
+    if context.get_x_argument(as_dictionary=True).get("yes") == "1":
+        return
+    destination = options.revision
+    lost = token_data_lost(revisions_between(current, downgrade_target(current, destination)))
+    if lost:
+        _fail(
+            f"Downgrading to {destination} deletes {'; '.join(lost)}: run `salesbot downgrade {destination} --yes` "
+            "(it saves a copy of a SQLite database first), or pass -x yes=1. Nothing was changed.",
+            2,
+        )
 
 
 def _run(connection: Connection) -> None:
@@ -49,12 +84,20 @@ def _run(connection: Connection) -> None:
     )
     with context.begin_transaction():
         take_migration_lock(connection)
-        adopt_seed_database(connection)
+        migration_context = context.get_context()
+        before = migration_context.get_current_revision()
+        if not IN_PROCESS:
+            _refuse_silent_token_loss(before)
+        adopted = adopt_seed_database(connection)
         context.run_migrations()
+        after = migration_context.get_current_revision()
+    record(config, before, after, adopted=adopted)
+    if before == after and not IN_PROCESS:
+        head = ScriptDirectory.from_config(config).get_current_head()
+        log.info("already at %s", f"head ({head})" if after == head else (after or "base"))
 
 
-async def _run_online() -> None:
-    url, ring = _url_and_ring()
+async def _run_online(url: str, ring: KeyRing | None) -> None:
     config.attributes["keyring"] = ring
     engine = create_engine(url, keyring=ring)
     try:
@@ -72,5 +115,18 @@ if context.is_offline_mode():
 connection = config.attributes.get("connection")
 if connection is not None:
     _run(connection)
+elif IN_PROCESS:
+    asyncio.run(_run_online(config.attributes["database_url"], config.attributes.get("keyring")))
 else:
-    asyncio.run(_run_online())
+    if config.config_file_name is not None:
+        fileConfig(config.config_file_name, disable_existing_loggers=False)
+    database_url, keyring = _settings_from_command_line()
+    try:
+        asyncio.run(_run_online(database_url, keyring))
+    except ServiceError as error:  # e.g. a seed row that no key opens: named, nothing changed
+        _fail(error.message, 1)
+    except Exception as error:
+        described = describe_database_error(error, database_url)
+        if described is None:
+            raise
+        _fail(described, 1)

@@ -14,6 +14,8 @@ revision = ${repr(up_revision)}
 down_revision = ${repr(down_revision)}
 branch_labels = ${repr(branch_labels)}
 depends_on = ${repr(depends_on)}
+# When downgrade() deletes token data, say what, so `salesbot downgrade` asks for --yes first:
+# downgrade_loses = "refresh tokens ..."
 
 
 def upgrade() -> None:

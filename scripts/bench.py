@@ -2,7 +2,10 @@
 
     .venv/bin/python scripts/bench.py                       # full size, all workloads (a few minutes)
     .venv/bin/python scripts/bench.py --quick               # small sizes, one round: a smoke run
-    .venv/bin/python scripts/bench.py --workloads 1,2 --rounds 5 --seed ../shared/seed
+    .venv/bin/python scripts/bench.py --workloads 1,2 --rounds 5 --seed PATH/TO/seed
+
+Without the seed chapter (no --seed folder, no SALESBOT_SEED_DIR, no `shared/seed` beside the checkout)
+it says so in one line and runs ours and the floor.
 
 Columns: `ours` is TokenStore (SQLAlchemy async over aiosqlite, cache and group commit); `seed` is
 the seed chapter's own TokenStorage, loaded from its text (a new sqlite3 connection per call); `floor`
@@ -54,9 +57,9 @@ from service.crypto import KeyRing, derive_seed_key  # noqa: E402
 from service.settings import Settings, sqlite_url  # noqa: E402
 from service.store import TokenStore, TokenWrite  # noqa: E402
 from tests.demo_server import free_port, stop  # noqa: E402
-from tests.seed_loader import load_seed_module  # noqa: E402
+from tests.seed_loader import DEFAULT_SEED_DIR, load_seed_module, seed_chapter_present  # noqa: E402
 
-SECRET = "bench-state-token-secret"
+SECRET = "bench-state-token-secret-0123456789abcdef"  # 32+ characters, or `salesbot serve` refuses it
 CONCURRENCY = 32
 ZIPF_S = 1.1
 # Counts reported as totals over all rounds; every other extra is the same in each round.
@@ -140,15 +143,24 @@ def fmt_ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def seed_ratio(results: dict[str, Result]) -> str:
+    if "seed" not in results:
+        return "- (no seed chapter)"
+    return f"{results['ours'].ops_per_s / results['seed'].ops_per_s:.1f}x ops/s"
+
+
 # --- the three sides -------------------------------------------------------------------------------
+
+
+SEED_TABLE = "CREATE TABLE IF NOT EXISTS tokens (key TEXT PRIMARY KEY, value TEXT NOT NULL, type TEXT NOT NULL)"
 
 
 class Sides:
     """Databases and settings for one round: ours (migrated by Alembic), the seed's, the floor's."""
 
-    def __init__(self, directory: Path, seed_dir: Path) -> None:
+    def __init__(self, directory: Path, seed_module: object | None) -> None:
         self.directory = directory
-        self.seed_module = load_seed_module(seed_dir)
+        self.seed_module = seed_module
         self.environ = {
             "STATE_TOKEN_SECRET": SECRET,
             "TOKEN_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
@@ -159,12 +171,18 @@ class Sides:
         migrate.upgrade(self.settings.database_url, KeyRing.from_settings(self.settings))
 
     def seed_storage(self, name: str = "seed.db") -> object:
+        assert self.seed_module is not None
         os.environ["STATE_TOKEN_SECRET"] = SECRET
-        return self.seed_module.TokenStorage(db_path=str(self.directory / name))
+        return self.seed_module.TokenStorage(db_path=str(self.directory / name))  # type: ignore[attr-defined]
 
     def fill_seed(self, name: str, keys: Sequence[str]) -> None:
-        self.seed_storage(name)  # the seed creates its table
+        """The seed's table (made by the seed's code for the seed, by its DDL for the floor), filled."""
         connection = sqlite3.connect(self.directory / name)
+        if name == "seed.db":
+            self.seed_storage(name)
+        else:
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute(SEED_TABLE)
         with connection:
             connection.executemany(
                 "INSERT OR REPLACE INTO tokens (key, value, type) VALUES (?, ?, 'token')",
@@ -283,33 +301,35 @@ def run_reads(args: argparse.Namespace, write_every: int) -> dict[str, Result]:
     keys = token_keys(args.tokens)
     for round_number in range(args.rounds):
         with tempfile.TemporaryDirectory() as tmp:
-            sides = Sides(Path(tmp), args.seed)
+            sides = Sides(Path(tmp), args.seed_module)
             sides.fill_ours_from_another_process(len(keys))
-            sides.fill_seed("seed.db", keys)
             sides.fill_seed("floor.db", keys)
             lookups = zipf_keys(keys, args.lookups, random.Random(round_number))
             rounds["ours"].append(asyncio.run(ours_reads(sides.settings, lookups, write_every)))
-            seed = sides.seed_storage()
-            rounds["seed"].append(loop_reads(seed.get_token, seed.store_token, lookups, write_every))
+            if args.seed_module is not None:
+                sides.fill_seed("seed.db", keys)
+                seed = sides.seed_storage()
+                rounds["seed"].append(loop_reads(seed.get_token, seed.store_token, lookups, write_every))
             get, put = floor_get_put(sides.directory / "floor.db", sides.fernet)
             rounds["floor"].append(loop_reads(get, put, lookups, write_every))
-    return {side: median_result(results) for side, results in rounds.items()}
+    return {side: median_result(results) for side, results in rounds.items() if results}
 
 
 def print_reads(title: str, results: dict[str, Result], mixed: bool) -> None:
     names = ["ops/s", "p50 ms", "p99 ms", "errors"] + (["stale reads"] if mixed else [])
     rows = []
     for side in ("ours", "seed", "floor"):
-        r = results[side]
+        r = results.get(side)
+        if r is None:
+            rows.append((side, ["-"] * len(names)))
+            continue
         cells = [fmt_rate(r.ops_per_s), fmt_ms(r.p50_ms), fmt_ms(r.p99_ms), str(r.extra["errors"])]
         if mixed:
             cells.append(str(r.extra["stale"]))
         rows.append((side, cells))
     print(table(title, names, rows))
-    ratio = results["ours"].ops_per_s / results["seed"].ops_per_s
-    print(
-        f"ours / seed: {ratio:.1f}x ops/s; queries by ours (cold misses, batched): {results['ours'].extra['queries']}"
-    )
+    queries = results["ours"].extra["queries"]
+    print(f"ours / seed: {seed_ratio(results)}; queries by ours (cold misses, batched): {queries}")
     print()
 
 
@@ -393,7 +413,7 @@ def run_writes(args: argparse.Namespace) -> dict[str, Result]:
     rounds: dict[str, list[Result]] = {"ours": [], "seed": [], "floor": []}
     for _ in range(args.rounds):
         with tempfile.TemporaryDirectory() as tmp:
-            sides = Sides(Path(tmp), args.seed)
+            sides = Sides(Path(tmp), args.seed_module)
             ours = asyncio.run(ours_writes(sides.settings, args.writes))
             ring = KeyRing.from_settings(sides.settings)
             durable = sum(
@@ -404,18 +424,19 @@ def run_writes(args: argparse.Namespace) -> dict[str, Result]:
             ours.extra["durable"] = durable
             rounds["ours"].append(ours)
 
-            seed = sides.seed_storage()
-            elapsed, latencies, errors = threaded_writes(seed.store_token, args.writes)
-            rounds["seed"].append(
-                latency_result(
-                    args.writes,
-                    elapsed,
-                    latencies,
-                    errors=errors,
-                    synchronous=seed_synchronous(sides.directory / "seed.db"),
-                    durable=count_durable(sides.directory / "seed.db", sides.fernet, args.writes),
+            if args.seed_module is not None:
+                seed = sides.seed_storage()
+                elapsed, latencies, errors = threaded_writes(seed.store_token, args.writes)
+                rounds["seed"].append(
+                    latency_result(
+                        args.writes,
+                        elapsed,
+                        latencies,
+                        errors=errors,
+                        synchronous=seed_synchronous(sides.directory / "seed.db"),
+                        durable=count_durable(sides.directory / "seed.db", sides.fernet, args.writes),
+                    )
                 )
-            )
 
             sides.fill_seed("floor.db", [])
             connection = floor_connection(sides.directory / "floor.db")
@@ -447,7 +468,7 @@ def run_writes(args: argparse.Namespace) -> dict[str, Result]:
                     durable=count_durable(sides.directory / "floor.db", sides.fernet, args.writes),
                 )
             )
-    return {side: median_result(results) for side, results in rounds.items()}
+    return {side: median_result(results) for side, results in rounds.items() if results}
 
 
 def _read_ours(path: Path) -> list[tuple[str, str]]:
@@ -461,7 +482,10 @@ def _read_ours(path: Path) -> list[tuple[str, str]]:
 def print_writes(results: dict[str, Result], args: argparse.Namespace) -> None:
     rows = []
     for side in ("ours", "seed", "floor"):
-        r = results[side]
+        r = results.get(side)
+        if r is None:
+            rows.append((side, ["-"] * 6))
+            continue
         rows.append(
             (
                 side,
@@ -482,8 +506,8 @@ def print_writes(results: dict[str, Result], args: argparse.Namespace) -> None:
             rows,
         )
     )
-    ratio = results["ours"].ops_per_s / results["seed"].ops_per_s
-    print(f"ours / seed: {ratio:.1f}x ops/s; ours committed in {results['ours'].extra['batches']} batches (all rounds)")
+    batches = results["ours"].extra["batches"]
+    print(f"ours / seed: {seed_ratio(results)}; ours committed in {batches} batches (all rounds)")
     print()
 
 
@@ -617,7 +641,7 @@ def run_server_workloads(args: argparse.Namespace) -> dict[str, list[Result]]:
     rounds: dict[str, list[Result]] = {"connect": [], "bare": [], "startup": [], "bare_startup": []}
     for _ in range(args.rounds):
         with tempfile.TemporaryDirectory() as tmp:
-            sides = Sides(Path(tmp), args.seed)
+            sides = Sides(Path(tmp), None)  # the seed has no server side here (see print_server_workloads)
             sandbox_port, service_port, bare_port = free_port(), free_port(), free_port()
             environ = {
                 **{k: v for k, v in os.environ.items() if not k.startswith(("SHOPIFY_", "FACEBOOK_", "TOKEN_"))},
@@ -760,7 +784,9 @@ def print_server_workloads(rounds: dict[str, list[Result]], args: argparse.Names
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seed", type=Path, default=ROOT.parent / "shared" / "seed", help="the seed chapter's folder")
+    parser.add_argument(
+        "--seed", type=Path, default=DEFAULT_SEED_DIR, help="the seed chapter's folder (default: %(default)s)"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=10_000)
     parser.add_argument("--lookups", type=int, default=100_000)
@@ -772,6 +798,9 @@ def main() -> None:
     if args.quick:
         args.rounds, args.tokens, args.lookups, args.writes, args.connections = 1, 2_000, 20_000, 1_000, 300
     wanted = {int(part) for part in args.workloads.split(",")}
+    args.seed_module = load_seed_module(args.seed) if seed_chapter_present(args.seed) else None
+    if args.seed_module is None:
+        print(f"scripts/bench.py: no seed chapter in {args.seed} (--seed DIR): running ours and the floor only")
     print(
         f"scripts/bench.py: rounds={args.rounds} tokens={args.tokens:,} lookups={args.lookups:,} "
         f"writes={args.writes:,} connections={args.connections:,}; {os.cpu_count()} CPUs; medians of rounds"

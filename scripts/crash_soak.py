@@ -48,7 +48,7 @@ def main() -> int:
         migrate.upgrade(settings.database_url, KeyRing.from_settings(settings))
         began = time.monotonic()
         result = run_kills(environ, db, tmp / "acks.log", kills=args.kills, seed=args.seed, max_delay=args.max_delay)
-        with salesbot_server("--env-file", str(tmp / "absent.env"), "serve", env=environ, cwd=tmp) as base:
+        with salesbot_server("serve", env=environ, cwd=tmp) as base:
             healthy = httpx.get(f"{base}/healthz", timeout=5).status_code == 200
         print(f"{time.monotonic() - began:.1f} s; {result.summary()}; mid-write kills {result.mid_write_kills}")
         for name, keys in (("lost", result.lost), ("torn", result.torn), ("stale", result.stale_hot)):

@@ -2,8 +2,9 @@
 and prunes old rows on a schedule (service/housekeeping.py).
 
 Errors become responses in one place: a ServiceError is a page (or JSON) with its status and code;
-anything else is a bare 500 whose log line names the exception class and the path, nothing more
-(exception texts can carry URLs with codes, or SQL parameters).
+a database that cannot be reached is 503 `database_unavailable`; anything else is a bare 500 whose log
+line names the exception class and the path, nothing more (exception texts can carry URLs with codes,
+or SQL parameters).
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import housekeeping
+from service.canonical_host import CanonicalHost
 from service.crypto import KeyRing
-from service.db import create_engine
-from service.errors import ServiceError
+from service.db import create_engine, is_unavailable
+from service.errors import DatabaseUnavailable, ServiceError
 from service.refresh import ShopifyTokens
 from service.routes import facebook, shopify, status
 from service.routes.common import Services, error_response
@@ -88,13 +90,17 @@ class ContainErrors:
 
         try:
             await self.app(scope, receive, tracking_send)
-        except Exception as exc:  # the one place that turns anything unforeseen into a 500
-            logger.error("unhandled %s on %s %s", type(exc).__name__, scope["method"], scope["path"])
+        except Exception as exc:  # the one place that turns anything unforeseen into a response
+            if is_unavailable(exc):
+                # Pooled connections are checked before use (service/db.py), so this is the database
+                # itself being down or refusing: say so, and the next request tries again.
+                logger.warning("database unavailable on %s %s (%s)", scope["method"], scope["path"], type(exc).__name__)
+                error: ServiceError = DatabaseUnavailable("The database is not answering; try again in a moment.")
+            else:
+                logger.error("unhandled %s on %s %s", type(exc).__name__, scope["method"], scope["path"])
+                error = ServiceError("Something went wrong on our side.")
             if not started:
-                request = Request(scope, receive)
-                await error_response(request, ServiceError("Something went wrong on our side."))(
-                    scope, receive, tracking_send
-                )
+                await error_response(Request(scope, receive), error)(scope, receive, tracking_send)
 
 
 async def _service_error(request: Request, exc: Exception) -> Response:
@@ -150,6 +156,7 @@ def create_app(
         routes=[*status.routes, *shopify.routes, *facebook.routes, *extra_routes],
         middleware=[
             Middleware(ContainErrors),
+            Middleware(CanonicalHost, settings=settings),
             Middleware(
                 SessionMiddleware,
                 secret_key=session_secret(settings),

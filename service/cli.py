@@ -1,30 +1,34 @@
-"""The `salesbot` command: serve, demo, migrate, tokens, keys.
+"""The `salesbot` command: serve, demo, init, migrate, downgrade, tokens, keys and the operator jobs.
 
-Every command reads the same settings as the service (environment, then .env). Failures the user can
-act on end in one line on stderr and a non-zero exit status, never a traceback.
+Every command reads the same settings as the service (environment, then .env). Every failure is one
+line on stderr and an exit status (1: failed, 2: refused or misused), never a traceback. Modules are
+imported inside the commands that need them, so `--help` and `keys generate` start fast. See
+DESIGN.md, "The command line".
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import ipaddress
+import json
 import logging
 import os
-import secrets
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from service.crypto import KeyRing, generate_key
-from service.errors import ServiceError
-from service.security import warn_insecure_files
-from service.settings import Settings
-from service.store import TOKEN_TYPES, TokenStore
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+# ServiceError codes that mean "the command was asked for something it must not do": exit 2.
+USAGE_CODES = {"settings_invalid", "invalid_revision"}
+logger = logging.getLogger("salesbot")
 
 
 class CommandFailed(Exception):
@@ -34,20 +38,85 @@ class CommandFailed(Exception):
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_environ(env_file=args.env_file)
+    from service.settings import Settings
+
+    return Settings.load(args.env_file)
 
 
-# --- commands ------------------------------------------------------------------------------------
+def _keyring(settings: Settings) -> Any:
+    from service.crypto import KeyRing
+
+    return KeyRing.from_settings(settings)
+
+
+# --- schema --------------------------------------------------------------------------------------
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from service import migrate
+    from service.security import check_secret, warn_insecure_files
 
     settings = _settings(args)
     warn_insecure_files(settings)
-    migrate.upgrade(settings.database_url, KeyRing.from_settings(settings), args.revision)
-    print(f"Database upgraded to {args.revision} ({migrate.head_revision()} is head).")
+    check_secret(settings)
+    print(migrate.upgrade(settings.database_url, _keyring(settings), args.revision).summary())
     return EXIT_OK
+
+
+def cmd_downgrade(args: argparse.Namespace) -> int:
+    """Roll back; a downgrade that deletes token data needs --yes and, on SQLite, first saves a copy."""
+    from service import migrate
+    from service.db import create_engine, sqlite_file
+
+    settings = _settings(args)
+
+    async def current() -> str | None:
+        engine = create_engine(settings.database_url)
+        try:
+            return await migrate.current_revision(engine)
+        finally:
+            await engine.dispose()
+
+    before = asyncio.run(current())
+    target = migrate.downgrade_target(before, args.revision)
+    lost = migrate.token_data_lost(migrate.revisions_between(before, target))
+    if lost and sqlite_file(settings.database_url) is not None:
+        if not args.yes:
+            raise CommandFailed(
+                f"Downgrading to {target or 'base'} deletes {'; '.join(lost)}: pass --yes to go ahead "
+                "(a copy of the database is saved beside it first). Nothing was changed.",
+                EXIT_USAGE,
+            )
+        print(f"Saved the database as {_save_before_downgrade(settings.database_url)} first.", file=sys.stderr)
+    elif lost:
+        if not args.yes:
+            raise CommandFailed(
+                f"Downgrading to {target or 'base'} deletes {'; '.join(lost)}: take a pg_dump first, then pass "
+                "--yes to go ahead. Nothing was changed.",
+                EXIT_USAGE,
+            )
+        print("PostgreSQL: no copy was made here (pg_dump is the backup).", file=sys.stderr)
+    print(migrate.downgrade(settings.database_url, _keyring(settings), target or "base").summary())
+    return EXIT_OK
+
+
+def _save_before_downgrade(database_url: str) -> Path:
+    from datetime import UTC, datetime
+
+    from service.db import sqlite_file
+    from service.jobs import JobError
+    from service.jobs.backup import backup
+
+    live = sqlite_file(database_url)
+    assert live is not None
+    saved = live.with_name(f"{live.name}.before-downgrade-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}")
+    try:
+        return asyncio.run(backup(database_url, saved)).path
+    except JobError as error:
+        raise CommandFailed(f"No copy could be saved ({error}); nothing was changed.") from None
+
+
+# --- tokens --------------------------------------------------------------------------------------
 
 
 def _value_from_stdin(key: str) -> str:
@@ -58,6 +127,8 @@ def _value_from_stdin(key: str) -> str:
 
 
 async def _tokens_set(args: argparse.Namespace) -> int:
+    from service.store import TokenStore
+
     value = _value_from_stdin(args.key) if args.value == "-" else args.value
     async with TokenStore.open(_settings(args)) as store:
         await store.check_keys()
@@ -67,6 +138,8 @@ async def _tokens_set(args: argparse.Namespace) -> int:
 
 
 async def _tokens_get(args: argparse.Namespace) -> int:
+    from service.store import TokenStore
+
     async with TokenStore.open(_settings(args)) as store:
         await store.check_keys()
         value = await store.get_token(args.key)
@@ -76,21 +149,59 @@ async def _tokens_get(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _when(moment: Any) -> str | None:
+    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 async def _tokens_list(args: argparse.Namespace) -> int:
+    from service import keys
+    from service.store import TokenStore
+
     async with TokenStore.open(_settings(args)) as store:
         records = await store.list_tokens(args.type)
-    rows = [("KEY", "TYPE", "ACCOUNT", "UPDATED", "VALUE")]
+    listed = []
     for record in records:
-        updated = record.updated_at.strftime("%Y-%m-%d %H:%M:%S") if record.updated_at else "-"
-        rows.append((record.key, record.type, record.account_uuid or "-", updated, "********"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-    print(f"{len(records)} row(s).", file=sys.stderr)
+        info = keys.describe_key(record.key)
+        listed.append(
+            {
+                "key": record.key,
+                "type": record.type,
+                "provider": record.provider or (info.provider if info is not None else None),
+                "account": record.account_uuid,
+                "expires_at": _when(record.expires_at),
+                "scopes": [scope for scope in (record.scopes or "").split(",") if scope],
+                "updated_at": _when(record.updated_at),
+            }
+        )
+    if args.json:
+        print(json.dumps(listed, indent=2))
+    else:
+        _print_table(listed)
+    print(f"{len(records)} row(s); values are never shown.", file=sys.stderr)
     return EXIT_OK
 
 
+def _print_table(listed: list[dict[str, Any]]) -> None:
+    rows = [("KEY", "TYPE", "PROVIDER", "ACCOUNT", "EXPIRES", "SCOPES")]
+    for item in listed:
+        rows.append(
+            (
+                item["key"],
+                item["type"],
+                item["provider"] or "-",
+                item["account"] or "-",
+                (item["expires_at"] or "-").replace("T", " ").rstrip("Z"),
+                ",".join(item["scopes"]) or "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
 async def _tokens_delete(args: argparse.Namespace) -> int:
+    from service.store import TokenStore
+
     async with TokenStore.open(_settings(args)) as store:
         deleted = await store.delete_token(args.key)
     if not deleted:
@@ -99,15 +210,29 @@ async def _tokens_delete(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- keys, init ----------------------------------------------------------------------------------
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    from cryptography.fernet import Fernet  # not service.crypto: that would load SQLAlchemy
+
+    print(Fernet.generate_key().decode())
+    return EXIT_OK
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     """Write a private .env with fresh secrets, for a first run; never overwrite one."""
-    path = Path(args.env_file)
+    import secrets
+
+    from cryptography.fernet import Fernet
+
+    path = Path(args.env_file or ".env")
     if path.exists():
         raise CommandFailed(f"{path} already exists; not touching it.")
     content = (
         "# Written by `salesbot init`. See .env.example for every setting.\n"
         f"STATE_TOKEN_SECRET={secrets.token_urlsafe(32)}\n"
-        f"TOKEN_ENCRYPTION_KEYS={generate_key()}\n"
+        f"TOKEN_ENCRYPTION_KEYS={Fernet.generate_key().decode()}\n"
     )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
@@ -116,31 +241,51 @@ def cmd_init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_keys_generate(args: argparse.Namespace) -> int:
-    print(generate_key())
-    return EXIT_OK
+# --- serving -------------------------------------------------------------------------------------
 
 
 def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # At DEBUG, SQLAlchemy logs result rows, i.e. ciphertexts: never let --log-level debug reach it.
     logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
+    # "Context impl SQLiteImpl." at every start-up check tells an operator nothing.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-async def _check_store(settings: Settings) -> None:
-    async with TokenStore.open(settings) as store:
-        await store.check_keys()
+def _check_store(settings: Settings) -> None:
+    """Before listening, each in one line rather than a traceback or a merchant's first failure: the
+    database answers, its schema is at head, and a key in the ring opens the newest stored value."""
+    from service.store import TokenStore
+
+    async def check() -> None:
+        async with TokenStore.open(settings) as store:
+            await store.check_keys()
+
+    asyncio.run(check())
+
+
+def warn_missing_providers(settings: Settings) -> None:
+    missing = settings.missing_provider_settings
+    if missing:
+        logger.warning(
+            "Not set: %s, so those connect buttons answer 503 not_configured. To click through both flows "
+            "with local stand-ins instead, run `salesbot demo`.",
+            ", ".join(missing),
+        )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from service.app import create_app
+    from service.security import check_secret, warn_insecure_files
 
     settings = _settings(args)
-    asyncio.run(_check_store(settings))  # a wrong key stops here, in one line, not at a merchant's first token
     _configure_logging(args.log_level)
     warn_insecure_files(settings)  # a .env or database other users can read: say so, naming the file
+    check_secret(settings)
+    _check_store(settings)  # a wrong key stops here, in one line, not at a merchant's first token
+    warn_missing_providers(settings)
     # uvicorn's access log prints query strings, which carry OAuth codes: ours (app.ContainErrors) does not.
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return EXIT_OK
@@ -183,62 +328,90 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --- parser --------------------------------------------------------------------------------------
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (what is wrong, and where to read more), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" after every option that has a default worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def add_command(group: Any, name: str, help: str, handler: Callable[[argparse.Namespace], int] | None = None) -> Any:
+    """A sub-command parser with the shared formatter; `help` is also its description."""
+    parser = group.add_parser(name, help=help, description=help, formatter_class=HelpWithDefaults)
+    if handler is not None:
+        parser.set_defaults(handler=handler)
+    return parser
+
+
 def _run_async(command: Callable[[argparse.Namespace], Any]) -> Callable[[argparse.Namespace], int]:
     return lambda args: asyncio.run(command(args))
 
 
+def _server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=5000, help="port to listen on")
+    parser.add_argument("--log-level", default="info", type=str.lower, choices=LOG_LEVELS, help="log level")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="salesbot", description=__doc__.splitlines()[0])
-    parser.add_argument("--env-file", default=".env", help="settings file read after the environment (default .env)")
+    parser = Parser(prog="salesbot", description=__doc__.splitlines()[0], formatter_class=HelpWithDefaults)
+    parser.add_argument(
+        "--env-file",
+        metavar="PATH",
+        help="settings file read after the environment; it must exist (default: ./.env, when there is one)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="run the service under uvicorn")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=5000)
-    serve.add_argument("--log-level", default="info")
-    serve.set_defaults(handler=cmd_serve)
-
-    commands.add_parser("init", help="write a .env with fresh secrets (never overwrites)").set_defaults(
-        handler=cmd_init
-    )
-
-    demo = commands.add_parser("demo", help="serve with local Shopify and Facebook stand-ins, no accounts needed")
-    demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=5000)
-    demo.add_argument("--log-level", default="info")
+    _server_options(add_command(commands, "serve", "run the service under uvicorn", cmd_serve))
+    demo = add_command(commands, "demo", "the service with local Shopify and Facebook stand-ins; no accounts", cmd_demo)
+    _server_options(demo)
     demo.add_argument(
         "--i-know-this-is-public", action="store_true", help="allow a --host other than loopback (127.0.0.1, ::1)"
     )
-    demo.set_defaults(handler=cmd_demo)
+    add_command(commands, "init", "write a .env (or --env-file PATH) with fresh secrets; never overwrites", cmd_init)
 
-    migrate = commands.add_parser("migrate", help="upgrade the database schema (adopts a seed tokens.db in place)")
-    migrate.add_argument("revision", nargs="?", default="head")
-    migrate.set_defaults(handler=cmd_migrate)
+    migrate = add_command(commands, "migrate", "upgrade the schema (adopts a seed tokens.db in place)", cmd_migrate)
+    migrate.add_argument("revision", nargs="?", default="head", metavar="REV", help="revision to upgrade to")
+    downgrade = add_command(
+        commands, "downgrade", "roll the schema back to REV; asks for --yes before deleting tokens", cmd_downgrade
+    )
+    downgrade.add_argument("revision", metavar="REV", help="a revision id, base, or -N (N revisions back)")
+    downgrade.add_argument(
+        "--yes", action="store_true", help="confirm a downgrade that deletes token data (SQLite: a copy is saved first)"
+    )
 
-    tokens = commands.add_parser("tokens", help="read and write stored tokens").add_subparsers(
+    tokens = add_command(commands, "tokens", "stored tokens: set, get, list, delete, check").add_subparsers(
         dest="tokens_command", required=True, metavar="ACTION"
     )
-    token_set = tokens.add_parser("set", help="store a value under a key")
+    token_set = add_command(tokens, "set", "store a value under a key", _run_async(_tokens_set))
     token_set.add_argument("key")
     token_set.add_argument(
         "value", nargs="?", default="-", help="omitted or -: read from standard input (a prompt without echo)"
     )
-    token_set.add_argument("--type", choices=TOKEN_TYPES, default="token")
-    token_set.set_defaults(handler=_run_async(_tokens_set))
-    token_get = tokens.add_parser("get", help="print a key's plaintext value (exit 1 when absent)")
+    token_set.add_argument("--type", choices=("token", "uuid"), default="token", help="what the value is")
+    token_get = add_command(tokens, "get", "print a key's plaintext value; exit 1 when absent", _run_async(_tokens_get))
     token_get.add_argument("key")
-    token_get.set_defaults(handler=_run_async(_tokens_get))
-    token_list = tokens.add_parser("list", help="list keys, types, accounts and update times; values masked")
-    token_list.add_argument("--type", choices=TOKEN_TYPES)
-    token_list.set_defaults(handler=_run_async(_tokens_list))
-    token_delete = tokens.add_parser("delete", help="delete a key")
+    token_list = add_command(
+        tokens, "list", "keys with provider, account, expiry and scopes; never values", _run_async(_tokens_list)
+    )
+    token_list.add_argument("--type", choices=("token", "uuid"), help="only rows of this type (default: all)")
+    token_list.add_argument("--json", action="store_true", help="print a JSON array, for scripts")
+    token_delete = add_command(tokens, "delete", "delete a key", _run_async(_tokens_delete))
     token_delete.add_argument("key")
-    token_delete.set_defaults(handler=_run_async(_tokens_delete))
 
-    keys = commands.add_parser("keys", help="encryption keys").add_subparsers(
+    keys = add_command(commands, "keys", "encryption keys: generate, rotate").add_subparsers(
         dest="keys_command", required=True, metavar="ACTION"
     )
-    keys.add_parser("generate", help="print a new Fernet key").set_defaults(handler=cmd_keys_generate)
+    add_command(keys, "generate", "print a new Fernet key", cmd_keys_generate)
 
     from service.jobs.commands import add_commands
 
@@ -246,16 +419,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(error: BaseException, args: argparse.Namespace) -> str:
+    """What to print for an exception no command turned into a message: a database problem described,
+    else the exception's class (its text may hold a URL or a value)."""
+    from service.db import describe_database_error
+
+    described = None
+    with contextlib.suppress(Exception):
+        described = describe_database_error(error, _settings(args).database_url)
+    return described or f"failed with {type(error).__name__} (set SALESBOT_TRACEBACK=1 to see where)."
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from service.errors import ServiceError
+    from service.jobs import JobError
+
     try:
         return args.handler(args)
     except ServiceError as error:
         print(f"salesbot: {error.message}", file=sys.stderr)
-        return EXIT_USAGE if error.code == "settings_invalid" else EXIT_FAILED
-    except CommandFailed as failure:
+        return EXIT_USAGE if error.code in USAGE_CODES else EXIT_FAILED
+    except (CommandFailed, JobError) as failure:
         print(f"salesbot: {failure}", file=sys.stderr)
         return failure.status
     except KeyboardInterrupt:
         print("salesbot: interrupted.", file=sys.stderr)
         return 130
+    except Exception as error:
+        if os.environ.get("SALESBOT_TRACEBACK"):
+            raise
+        print(f"salesbot: {_one_line(error, args)}", file=sys.stderr)
+        return EXIT_FAILED

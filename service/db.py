@@ -1,4 +1,5 @@
-"""Engine factory: SQLite in WAL with the pragmas it needs, or PostgreSQL, with the key ring attached.
+"""Engine factory: SQLite in WAL with the pragmas it needs, or PostgreSQL, with the key ring attached;
+and the one-sentence account of a database that cannot be reached (DESIGN.md, "SQLite, and past one machine").
 
 SQLite notes, because they decide whether concurrent writers work at all:
 - pysqlite (under aiosqlite too) starts transactions lazily and only before DML, so we switch its own
@@ -14,17 +15,19 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import SingletonThreadPool
 
 from service.crypto import KeyRing, attach_keyring
+from service.errors import DatabaseUnavailable
 
 BUSY_TIMEOUT_MS = 10_000
 SQLITE_PRAGMAS = (
@@ -80,10 +83,17 @@ def create_engine(url: str, *, keyring: KeyRing | None = None, pool_size: int | 
     kwargs: dict[str, Any] = {}
     path = sqlite_file(url)
     if path is not None:
-        prepare_sqlite_file(path)
+        try:
+            prepare_sqlite_file(path)
+        except OSError as error:
+            raise DatabaseUnavailable(_file_problem(path, error)) from None
         kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000}
-    elif pool_size is not None:
-        kwargs["pool_size"] = pool_size
+    else:
+        # A pooled connection the server dropped (a restart, pg_terminate_backend) is found at checkout
+        # and replaced, so the first request after a drop succeeds instead of failing on a dead socket.
+        kwargs["pool_pre_ping"] = True
+        if pool_size is not None:
+            kwargs["pool_size"] = pool_size
     # hide_parameters: SQLAlchemy puts bound parameters (tokens, ciphertexts) into its exception
     # messages by default; those messages reach logs.
     engine = create_async_engine(url, hide_parameters=True, **kwargs)
@@ -129,3 +139,80 @@ async def write_connection(engine: AsyncEngine) -> AsyncConnection:
     """A connection whose transactions take the write lock when they begin (SQLite) -- use with begin()."""
     connection = await engine.connect()
     return await connection.execution_options(**{WRITE_OPTION: True})
+
+
+# --- the database going away ------------------------------------------------------------------------
+
+# SQLSTATE classes and codes that mean "no usable connection", not "this statement is wrong":
+# 08 connection exceptions, 53 too many connections / out of resources, 57P01-57P03 shutdown or
+# starting up; 3D000 the database does not exist, 55000 it is not accepting connections.
+_UNAVAILABLE_CLASSES = ("08", "53", "57P")
+_UNAVAILABLE_CODES = {"3D000", "55000"}
+_SQLITE_UNAVAILABLE = ("unable to open database file", "disk i/o error", "readonly database")
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    original = getattr(error, "orig", None) or error
+    return getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """True when `error` says the database cannot be reached or used at all (answer 503, retry later)."""
+    if isinstance(error, DatabaseUnavailable | OSError):  # OSError: refused, reset, timed out, unresolvable
+        return True
+    if isinstance(error, exc.DBAPIError):
+        if error.connection_invalidated or isinstance(error, exc.InterfaceError):
+            return True
+        state = _sqlstate(error)
+        if state is not None:
+            return state in _UNAVAILABLE_CODES or state.startswith(_UNAVAILABLE_CLASSES)
+        return any(text in str(error.orig).lower() for text in _SQLITE_UNAVAILABLE)
+    return False
+
+
+def _where(url: str | URL) -> str:
+    # Host, port and database name only: the URL's password never reaches a message.
+    parsed = make_url(url)
+    return f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
+
+
+def _file_problem(path: Path, error: OSError) -> str:
+    reason = error.strerror or type(error).__name__
+    return f"Cannot create or open the SQLite database {path} ({reason}): check TOKEN_DB_PATH or DATABASE_URL."
+
+
+def describe_database_error(error: BaseException, url: str | URL) -> str | None:
+    """One sentence for an operator: what is wrong with the database and what to check; None when
+    `error` is not about reaching the database. Never includes the URL's password or a statement."""
+    if isinstance(error, DatabaseUnavailable):
+        return error.message
+    path = sqlite_file(url)
+    if path is not None:
+        if isinstance(error, OSError):
+            return _file_problem(path, error)
+        if isinstance(error, exc.DBAPIError) and is_unavailable(error):
+            return f"Cannot open the SQLite database {path} ({error.orig}): check TOKEN_DB_PATH and its directory."
+        return None
+    parsed = make_url(url)
+    where = _where(url)
+    if isinstance(error, socket.gaierror):
+        return f"Cannot resolve the database host {parsed.host!r}: check DATABASE_URL."
+    if isinstance(error, ConnectionRefusedError):
+        return f"Cannot connect to the database at {where} (connection refused): is PostgreSQL running there?"
+    if isinstance(error, TimeoutError):
+        return f"The database at {where} did not answer in time."
+    if isinstance(error, OSError):
+        return f"Cannot connect to the database at {where} ({error.strerror or type(error).__name__})."
+    if not isinstance(error, exc.DBAPIError):
+        return None
+    state = _sqlstate(error)
+    if state == "3D000":
+        return (
+            f"The database {parsed.database!r} does not exist on {where}: create it "
+            f"(createdb {parsed.database}) or fix DATABASE_URL."
+        )
+    if state in ("28P01", "28000"):
+        return f"The database at {where} refused the login of {parsed.username!r}: check DATABASE_URL."
+    if is_unavailable(error):
+        return f"The database at {where} is not accepting connections (SQLSTATE {state or 'unknown'})."
+    return None

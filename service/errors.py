@@ -66,6 +66,13 @@ class SchemaOutOfDate(ServiceError):
     code = "schema_out_of_date"
 
 
+class DatabaseUnavailable(ServiceError):
+    """The database cannot be reached or opened right now; a later request may succeed."""
+
+    status_code = 503
+    code = "database_unavailable"
+
+
 # --- OAuth and webhooks --------------------------------------------------------------------------
 
 

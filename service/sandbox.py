@@ -1,10 +1,10 @@
 """Local stand-ins for Shopify and Facebook OAuth, for demo mode and for tests.
 
-Neither provider can be reached from here, so this app imitates what /work/shared/PROVIDERS.md documents:
+Neither provider can be reached from here, so this app imitates what docs/providers.md records:
 the consent pages, the redirects, the token endpoints and their error bodies, a little of the Admin API
 and of the Graph API. Demo mode mounts it at /sandbox; tests run it through httpx.ASGITransport or a
 real uvicorn. Every signature (callback HMAC, webhook HMAC, signed_request, appsecret_proof) is computed
-here from PROVIDERS.md with hmac/hashlib/base64, never with service.providers: two implementations
+here from docs/providers.md with hmac/hashlib/base64, never with service.providers: two implementations
 checked against each other is what makes a test against the sandbox mean something.
 
 State lives in memory, read by tests through the plain attributes and helpers on `Sandbox`. Nothing is

@@ -1,8 +1,8 @@
 """Every setting the service, the CLI, Alembic and the scripts read, read here and only here, once.
 
-Values come from the process environment first, then from a `.env` file (as the seed's chapters
-did). Secrets are wrapped in Starlette's `Secret`, whose repr hides the value, so a settings object
-can be printed or logged without leaking anything.
+Values come from the process environment first, then from a `.env` file read by python-dotenv (the
+one .env reader: settings and jobs alike). Secrets are wrapped in Starlette's `Secret`, whose repr
+hides the value. See DESIGN.md, "Settings".
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from starlette.config import Config
 from starlette.datastructures import Secret
 
 from service.errors import SettingsError
@@ -21,6 +21,17 @@ DEFAULT_TOKEN_DB_PATH = "./data/tokens.db"
 DEFAULT_FACEBOOK_SCOPES = ("pages_show_list", "pages_messaging", "pages_manage_metadata")
 DEFAULT_SHOPIFY_SCOPES = ("read_products", "read_orders")
 DEFAULT_GRAPH_VERSION = "v25.0"
+DEFAULT_ENV_FILE = ".env"
+# A shorter STATE_TOKEN_SECRET is refused by `serve` and `migrate` (service/security.py).
+MIN_SECRET_LENGTH = 32
+# Hosting platforms write postgres:// and postgresql://; we run on the asyncpg and aiosqlite drivers.
+_DRIVERS = {
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
 
 # Values the seed's .env.example and common templates ship with. Running with one of them would
 # mean every deployment shares a key, so they count as missing.
@@ -33,6 +44,55 @@ def _is_placeholder(value: str) -> bool:
 
 def _split(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
+    """A .env file's values, as python-dotenv reads them (`export `, quotes, `# comments` after a value).
+    Values are taken literally, never `${VAR}`-expanded: a secret that happens to hold `${` stays whole."""
+    from dotenv import dotenv_values
+
+    try:
+        values = dotenv_values(path, interpolate=False, encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise SettingsError(f"The settings file {path} cannot be read ({type(error).__name__}).") from None
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def settings_file(env_file: str | os.PathLike[str] | None) -> Path | None:
+    """The file a command reads after the environment: one it was given must exist; ./.env only if present."""
+    if env_file is None:
+        default = Path(DEFAULT_ENV_FILE)
+        return default if default.is_file() else None
+    path = Path(env_file)
+    if path.is_dir():
+        raise SettingsError(f"The settings file {path} is a directory, not a file.")
+    if not path.is_file():
+        raise SettingsError(f"The settings file {path} does not exist (no such file).")
+    return path
+
+
+def normalize_database_url(value: str) -> str:
+    """postgres:// and postgresql:// become postgresql+asyncpg://, sqlite:// sqlite+aiosqlite://; anything
+    that is not a URL for one of those two drivers is refused here, in one sentence."""
+    scheme, separator, rest = value.partition("://")
+    driver = _DRIVERS.get(scheme.lower()) if separator else None
+    if driver is None:
+        shown = f"uses {scheme}://" if separator and scheme else "is not a database URL"
+        raise SettingsError(
+            f"DATABASE_URL {shown}: give postgresql://user@host:5432/name or sqlite:///path/to/tokens.db "
+            "(or leave it empty for TOKEN_DB_PATH)."
+        )
+    if driver.startswith("postgresql"):
+        try:
+            parts = urlsplit(f"{driver}://{rest}")
+            parts.port  # noqa: B018 -- raises ValueError on a port that is not a number
+        except ValueError:
+            raise SettingsError("DATABASE_URL is not a valid PostgreSQL URL (check the host and port).") from None
+        if not parts.hostname and "host=" not in parts.query:
+            raise SettingsError("DATABASE_URL names no PostgreSQL host: give postgresql://user@host:5432/name.")
+    elif not rest.startswith("/") or rest in ("/", "/:memory:"):
+        raise SettingsError("DATABASE_URL for SQLite needs a file: sqlite:///relative/path.db or sqlite:////absolute.")
+    return f"{driver}://{rest}"
 
 
 @dataclass(frozen=True)
@@ -74,10 +134,10 @@ class Settings:
         env_path = Path(env_file) if env_file is not None else None
         if env_path is not None and not env_path.is_file():
             env_path = None
-        config = Config(env_path, environ=environ)
+        file_values = read_env_file(env_path) if env_path is not None else {}
 
         def text(name: str, default: str | None = None) -> str | None:
-            value = config(name, default=default)
+            value = environ.get(name, file_values.get(name, default))
             return None if value is None or value.strip() == "" else value.strip()
 
         secret = text("STATE_TOKEN_SECRET")
@@ -89,7 +149,8 @@ class Settings:
             )
 
         token_db_path = Path(text("TOKEN_DB_PATH", DEFAULT_TOKEN_DB_PATH) or DEFAULT_TOKEN_DB_PATH)
-        database_url = text("DATABASE_URL") or sqlite_url(token_db_path)
+        given_url = text("DATABASE_URL")
+        database_url = normalize_database_url(given_url) if given_url else sqlite_url(token_db_path)
 
         def secret_or_none(name: str) -> Secret | None:
             value = text(name)
@@ -129,8 +190,30 @@ class Settings:
             env_file=env_path,
         )
 
+    @classmethod
+    def load(cls, env_file: str | os.PathLike[str] | None = None) -> Settings:
+        """What every command reads: the environment, then `env_file` (which must exist) or ./.env if any."""
+        return cls.from_environ(env_file=settings_file(env_file))
+
     def with_database(self, database_url: str) -> Settings:
         return replace(self, database_url=database_url)
+
+    @property
+    def weak_secret(self) -> bool:
+        return len(str(self.state_token_secret)) < MIN_SECRET_LENGTH
+
+    @property
+    def missing_provider_settings(self) -> list[str]:
+        """The Shopify and Facebook settings this deployment lacks (empty: both flows can run)."""
+        wanted = {
+            "SHOPIFY_API_KEY": self.shopify_api_key,
+            "SHOPIFY_API_SECRET": self.shopify_api_secret,
+            "SHOPIFY_REDIRECT_URI": self.shopify_redirect_uri,
+            "FACEBOOK_APP_ID": self.facebook_app_id,
+            "FACEBOOK_APP_SECRET": self.facebook_app_secret,
+            "FACEBOOK_REDIRECT_URI": self.facebook_redirect_uri,
+        }
+        return [name for name, value in wanted.items() if not value]
 
     @property
     def served_over_https(self) -> bool:

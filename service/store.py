@@ -37,9 +37,9 @@ from service.cache import MISSING, TokenCache
 from service.changes import APPLIED_OPTION, ChangeFeed, Changes, ChangeSignal
 from service.crypto import KeyRing
 from service.db import WRITE_OPTION, create_engine, create_sqlite_writer, is_sqlite, sqlite_file, write_connection
-from service.errors import InvalidInput, NotConfigured, SchemaOutOfDate, SettingsError, UndecryptableValue
+from service.errors import InvalidInput, NotConfigured, SettingsError, UndecryptableValue
 from service.group_commit import GroupCommit
-from service.migrate import current_revision, head_revision
+from service.migrate import require_head
 from service.models import Account, Token, utcnow
 from service.reader import SQLiteReader
 from service.settings import Settings
@@ -221,11 +221,7 @@ class TokenStore:
             ) from None
 
     async def check_schema(self) -> None:
-        current, head = await current_revision(self.engine), head_revision()
-        if current != head:
-            raise SchemaOutOfDate(
-                f"The database is at revision {current or 'none'} and this code needs {head}: run `salesbot migrate`."
-            )
+        await require_head(self.engine)
 
     # --- transactions ----------------------------------------------------------------------------
 

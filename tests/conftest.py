@@ -1,8 +1,9 @@
 """Shared fixtures: settings built from a dict, databases built by the real Alembic migrations.
 
 Every database fixture runs once per backend: SQLite (a file under tmp_path) always, and PostgreSQL
-when TEST_DATABASE_URL names one (a fresh schema per test). A machine without PostgreSQL simply has
-no postgres cases; nothing is skipped.
+when TEST_DATABASE_URL names one (a fresh schema per test, in a database of this run's own). A
+machine without PostgreSQL simply has no postgres cases; nothing is skipped. Postgres cases carry
+the `postgres` marker: `pytest -m postgres` runs them alone.
 """
 
 from __future__ import annotations
@@ -31,7 +32,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
         # A module about one backend only (SQLite pragmas, say) sets ONLY_BACKENDS.
         wanted = getattr(metafunc.module, "ONLY_BACKENDS", BACKENDS)
-        metafunc.parametrize("backend", [name for name in BACKENDS if name in wanted])
+        # The postgres case carries the marker, so `pytest -m postgres` (or `-m "not postgres"`) selects by backend.
+        params = [pytest.param(name, marks=[pytest.mark.postgres] if name == "postgres" else []) for name in BACKENDS]
+        metafunc.parametrize("backend", [param for param in params if param.values[0] in wanted])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `postgres` by hand (not through `backend`) exist only when TEST_DATABASE_URL is set:
+    without it they are deselected, like the postgres cases that are never generated."""
+    if TEST_DATABASE_URL:
+        return
+    dropped = [item for item in items if item.get_closest_marker("postgres")]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if not item.get_closest_marker("postgres")]
 
 
 def base_environ(**overrides: str) -> dict[str, str]:
@@ -91,17 +105,31 @@ def empty_database(backend: str, tmp_path: Path) -> str:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _own_postgres is not None and TEST_DATABASE_URL is not None:
+        asyncio.run(_drop_postgres_database(str(make_url(_own_postgres).database)))
 
-        async def drop() -> None:
-            import asyncpg
 
-            connection = await asyncpg.connect(TEST_DATABASE_URL.replace("postgresql+asyncpg://", "postgresql://"))
-            try:
-                await connection.execute(f'DROP DATABASE IF EXISTS "{make_url(_own_postgres).database}" WITH (FORCE)')
-            finally:
-                await connection.close()
+async def _drop_postgres_database(name: str) -> None:
+    import asyncpg
 
-        asyncio.run(drop())
+    assert TEST_DATABASE_URL is not None
+    connection = await asyncpg.connect(TEST_DATABASE_URL.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def scratch_postgres() -> Iterator[str]:
+    """An empty database of this test's own on the TEST_DATABASE_URL server (for tests that stop it from
+    accepting connections or terminate its backends: nobody else's database is touched)."""
+    assert TEST_DATABASE_URL is not None, "mark the test @pytest.mark.postgres"
+    name = f"salesbot_test_{os.getpid()}_scratch"
+    url = asyncio.run(_create_postgres_database(TEST_DATABASE_URL, name))
+    try:
+        yield url
+    finally:
+        asyncio.run(_drop_postgres_database(name))
 
 
 @pytest.fixture

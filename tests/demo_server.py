@@ -38,11 +38,18 @@ def wait_healthy(base_url: str, process: subprocess.Popen, timeout: float = 30.0
 
 
 @contextmanager
-def salesbot_server(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Iterator[str]:
-    """Run `python -m service <args> --port <free>`; yield its base URL; terminate it afterwards."""
-    port = free_port()
+def salesbot_server(
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    port: int | None = None,
+    log: Path | None = None,
+) -> Iterator[str]:
+    """Run `python -m service <args> --port <free>`; yield its base URL; terminate it afterwards.
+    Its output goes to `log` when given (read it after the block), else to a temporary file."""
+    port = port or free_port()
     environ = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    with tempfile.TemporaryFile() as output:
+    with open(log, "w+b") if log is not None else tempfile.TemporaryFile() as output:
         process = subprocess.Popen(
             [
                 sys.executable,

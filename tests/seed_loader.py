@@ -1,22 +1,36 @@
-"""Load the seed chapter's own `TokenStorage` from its text, so tests and benchmarks run the seed's
-real code rather than our paraphrase of it.
+"""A database the seed wrote, shipped in tests/fixtures/, and the seed chapter's own `TokenStorage`.
 
-The chapter imports FastAPI only for `HTTPException`; when FastAPI is not installed we give it a
-two-line stand-in with the same constructor, which is all the seed uses.
+Tests adopt and import `tests/fixtures/seed_tokens.db` (written once by the seed's own code, see
+tests/fixtures/README.md), so the suite needs nothing outside the repository. When the seed chapter
+is at hand (SALESBOT_SEED_DIR, else a `shared/seed` folder beside this checkout), its text is loaded
+and run, so tests/test_seed_fixture.py and scripts/bench.py run the seed's real code rather than our
+paraphrase of it. The chapter imports FastAPI only for `HTTPException`; when FastAPI is not installed
+we give it a two-line stand-in with the same constructor, which is all the seed uses.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import sys
 import types
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # scripts/bench.py loads this module without pytest installed
-    import pytest
+FIXTURE_DIR = Path(__file__).resolve().parent / "fixtures"
+SEED_FIXTURE = FIXTURE_DIR / "seed_tokens.db"
+# The STATE_TOKEN_SECRET the seed ran with when it wrote SEED_FIXTURE. Short, as a seed deployment's
+# secret may be: `serve`/`migrate` must then warn rather than refuse (the rows depend on it).
+SEED_FIXTURE_SECRET = "seed-deployment-secret"
+DEFAULT_SEED_DIR = Path(os.environ.get("SALESBOT_SEED_DIR") or Path(__file__).resolve().parents[2] / "shared" / "seed")
 
-DEFAULT_SEED_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "seed"
+
+def seed_chapter_present(seed_dir: Path = DEFAULT_SEED_DIR) -> bool:
+    try:
+        seed_source(seed_dir)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def seed_source(seed_dir: Path = DEFAULT_SEED_DIR) -> str:
@@ -56,9 +70,25 @@ SEED_ROWS = {
 }
 
 
-def write_seed_database(path: Path, secret: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run the seed chapter's own TokenStorage to make the database it would have made."""
-    monkeypatch.setenv("STATE_TOKEN_SECRET", secret)
-    storage = load_seed_module().TokenStorage(db_path=str(path))
+def write_seed_database(path: Path, secret: str, seed_dir: Path = DEFAULT_SEED_DIR) -> None:
+    """Run the seed chapter's own TokenStorage to make the database it would have made (needs the chapter).
+    The seed reads its secret from the environment when it builds its key, so it is set for that moment."""
+    module = load_seed_module(seed_dir)
+    saved = os.environ.get("STATE_TOKEN_SECRET")
+    os.environ["STATE_TOKEN_SECRET"] = secret
+    try:
+        storage = module.TokenStorage(db_path=str(path))
+    finally:
+        if saved is None:
+            del os.environ["STATE_TOKEN_SECRET"]
+        else:
+            os.environ["STATE_TOKEN_SECRET"] = saved
     for key, (value, kind) in SEED_ROWS.items():
         storage.store_token(key, value, type=kind)
+
+
+def copy_seed_database(path: Path) -> Path:
+    """A copy of the shipped database the seed wrote (secret: SEED_FIXTURE_SECRET), to change at will."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(SEED_FIXTURE, path)
+    return path

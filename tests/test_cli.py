@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import pty
 import select
@@ -16,6 +17,7 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet
 
+from service.cli import build_parser
 from tests.conftest import PRIMARY_KEY, STATE_SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,6 +100,133 @@ def test_init_writes_a_private_env_once(tmp_path: Path) -> None:
     assert salesbot("migrate", cwd=tmp_path).returncode == 0
 
 
+# --- start-up and help -----------------------------------------------------------------------------
+
+DATABASE_PACKAGES = ("sqlalchemy", "alembic", "aiosqlite", "asyncpg")
+LOADED = """
+import sys
+from service.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+finally:
+    print(sorted({name.split(".")[0] for name in sys.modules} & set(sys.argv[0].split(","))), file=sys.stderr)
+"""
+
+
+def packages_loaded_by(*args: str, cwd: Path) -> str:
+    code = LOADED.replace("sys.argv[0]", repr(",".join(DATABASE_PACKAGES)))
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    return result.stderr.strip().splitlines()[-1]
+
+
+def test_help_and_keys_generate_load_no_database_code(tmp_path: Path) -> None:
+    assert packages_loaded_by("--help", cwd=tmp_path) == "[]"
+    assert packages_loaded_by("keys", "generate", cwd=tmp_path) == "[]"
+    # The probe itself can see them: a command that needs the database loads them.
+    assert "sqlalchemy" in packages_loaded_by("downgrade", "-1", cwd=tmp_path)
+
+
+def test_top_level_help_lists_every_command(tmp_path: Path) -> None:
+    top = salesbot("--help", cwd=tmp_path).stdout
+    for command in ("serve", "demo", "init", "migrate", "downgrade", "tokens", "keys", "import-env", "import-db"):
+        assert f"\n    {command} " in top, command
+    for command in ("backup", "restore"):
+        assert f"\n    {command} " in top, command
+    for group, actions in (("tokens", ("set", "get", "list", "delete", "check")), ("keys", ("generate", "rotate"))):
+        listed = salesbot(group, "--help", cwd=tmp_path).stdout
+        assert all(f"\n    {action} " in listed for action in actions), listed
+        assert all(action in top for action in actions)  # named on the top-level line too
+
+
+def all_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                found.extend(all_parsers(child))
+    return found
+
+
+def test_every_option_says_what_it_does_and_its_default() -> None:
+    for parser in all_parsers(build_parser()):
+        text = parser.format_help()
+        for action in parser._actions:
+            if not action.option_strings or action.help == argparse.SUPPRESS or action.dest == "help":
+                continue
+            assert action.help, (parser.prog, action.option_strings)
+            if action.default not in (None, False):
+                assert f"(default: {action.default})" in " ".join(text.split()), (parser.prog, action.option_strings)
+
+
+# --- tokens list --------------------------------------------------------------------------------------
+
+
+def test_tokens_list_shows_provider_account_expiry_and_scopes_and_json(tmp_path: Path) -> None:
+    import json
+
+    environ = {"STATE_TOKEN_SECRET": STATE_SECRET, "TOKEN_ENCRYPTION_KEYS": PRIMARY_KEY}
+    assert salesbot("migrate", cwd=tmp_path, environ=environ).returncode == 0
+    account = "6f1c2b8e-3d4a-4e5f-8a9b-0c1d2e3f4a5b"
+    store_rows = f"""
+import asyncio
+from datetime import datetime, timezone
+from service import Settings, TokenStore
+async def main():
+    async with TokenStore.open(Settings.load()) as store:
+        await store.store_token("USER_UUID_acme", "{account}", type="uuid")
+        await store.store_token("SHOPIFY_ACCESS_TOKEN_acme", "shpat_secret_value", scopes="read_orders,read_products",
+                                expires_at=datetime(2026, 12, 24, 18, 30, tzinfo=timezone.utc))
+asyncio.run(main())
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STATE_TOKEN", "TOKEN_", "DATABASE"))}
+    subprocess.run([sys.executable, "-c", store_rows], cwd=tmp_path, env={**env, **environ}, check=True, timeout=60)
+
+    table = salesbot("tokens", "list", cwd=tmp_path, environ=environ)
+    assert table.returncode == 0 and "shpat_secret_value" not in table.stdout
+    header, *rows = table.stdout.splitlines()
+    assert header.split() == ["KEY", "TYPE", "PROVIDER", "ACCOUNT", "EXPIRES", "SCOPES"]
+    assert rows[0].split() == [
+        "SHOPIFY_ACCESS_TOKEN_acme",
+        "token",
+        "shopify",
+        account,
+        "2026-12-24",
+        "18:30:00",
+        "read_orders,read_products",
+    ]
+    listed = json.loads(salesbot("tokens", "list", "--json", cwd=tmp_path, environ=environ).stdout)
+    assert listed[0] | {"updated_at": None} == {
+        "key": "SHOPIFY_ACCESS_TOKEN_acme",
+        "type": "token",
+        "provider": "shopify",
+        "account": account,
+        "expires_at": "2026-12-24T18:30:00Z",
+        "scopes": ["read_orders", "read_products"],
+        "updated_at": None,
+    }
+    assert listed[1]["key"] == "USER_UUID_acme" and listed[1]["type"] == "uuid" and listed[1]["account"] == account
+
+
+# --- .env -----------------------------------------------------------------------------------------------
+
+
+def test_the_service_and_the_jobs_read_dot_env_alike(tmp_path: Path) -> None:
+    from tests.seed_loader import SEED_FIXTURE_SECRET, SEED_ROWS, copy_seed_database
+
+    # The seed's secret, written as people write .env files: an export prefix and a comment after it.
+    copy_seed_database(tmp_path / "data" / "tokens.db")
+    (tmp_path / ".env").write_text(
+        f"export STATE_TOKEN_SECRET={SEED_FIXTURE_SECRET} # the seed deployment's\n"
+        f"TOKEN_ENCRYPTION_KEYS='{PRIMARY_KEY}'\n"
+    )
+    (tmp_path / ".env").chmod(0o600)
+    adopted = salesbot("migrate", cwd=tmp_path)  # decrypting the seed's UUID rows needs the secret exactly
+    assert adopted.returncode == 0 and "Adopted the seed's tokens table" in adopted.stdout, adopted.stderr
+    other = copy_seed_database(tmp_path / "other" / "tokens.db")
+    imported = salesbot("import-db", str(other), "--secret-env", "STATE_TOKEN_SECRET", cwd=tmp_path)
+    assert imported.returncode == 0 and f"{len(SEED_ROWS)} unchanged" in imported.stderr, imported.stderr
 # --- secrets off the command line --------------------------------------------------------------------
 
 

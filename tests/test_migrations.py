@@ -19,7 +19,7 @@ from service.errors import UndecryptableValue
 from service.settings import Settings
 from service.store import TokenStore
 from tests.conftest import STATE_SECRET, make_settings
-from tests.seed_loader import SEED_ACCOUNT, SEED_ROWS, write_seed_database
+from tests.seed_loader import SEED_ACCOUNT, SEED_FIXTURE_SECRET, SEED_ROWS, copy_seed_database
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT = SEED_ACCOUNT
@@ -68,12 +68,11 @@ async def test_store_refuses_an_unmigrated_database(settings: Settings) -> None:
             pass
 
 
-async def test_seed_database_is_adopted_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "tokens.db"
-    write_seed_database(path, "the-seed-secret", monkeypatch)
+async def test_seed_database_is_adopted_in_place(tmp_path: Path) -> None:
+    path = copy_seed_database(tmp_path / "tokens.db")
     # The seed's secret only: no TOKEN_ENCRYPTION_KEYS yet, as on a seed deployment.
     settings = make_settings(
-        f"sqlite+aiosqlite:///{path}", STATE_TOKEN_SECRET="the-seed-secret", TOKEN_ENCRYPTION_KEYS=""
+        f"sqlite+aiosqlite:///{path}", STATE_TOKEN_SECRET=SEED_FIXTURE_SECRET, TOKEN_ENCRYPTION_KEYS=""
     )
     await migrate.upgrade_async(settings.database_url, KeyRing.from_settings(settings))
     async with TokenStore.open(settings) as store:
@@ -91,11 +90,8 @@ async def test_seed_database_is_adopted_in_place(tmp_path: Path, monkeypatch: py
     assert keys == set(SEED_ROWS)
 
 
-async def test_seed_database_with_the_wrong_secret_is_left_untouched(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / "tokens.db"
-    write_seed_database(path, "the-seed-secret", monkeypatch)
+async def test_seed_database_with_the_wrong_secret_is_left_untouched(tmp_path: Path) -> None:
+    path = copy_seed_database(tmp_path / "tokens.db")
     before = dump(path)
     settings = make_settings(f"sqlite+aiosqlite:///{path}", STATE_TOKEN_SECRET="not-the-seed-secret")
     with pytest.raises(UndecryptableValue, match=r"USER_UUID_acme-7cu19ngr|PAGE_UUID_1234"):
@@ -109,7 +105,7 @@ def test_alembic_command_line_from_the_repo_root(tmp_path: Path) -> None:
         "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
         "STATE_TOKEN_SECRET": STATE_SECRET,
     }
-    for args in (["upgrade", "head"], ["check"], ["downgrade", "base"], ["upgrade", "head"]):
+    for args in (["upgrade", "head"], ["check"], ["-x", "yes=1", "downgrade", "base"], ["upgrade", "head"]):
         result = subprocess.run(
             [sys.executable, "-m", "alembic", *args], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=120
         )

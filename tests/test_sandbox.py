@@ -1,4 +1,4 @@
-"""The sandbox imitates PROVIDERS.md; these tests check it against independent re-computations.
+"""The sandbox imitates docs/providers.md; these tests check it against independent re-computations.
 
 Every signature is verified here with hmac/hashlib/base64 directly, and each verifier is first checked
 against the documented vector, so a bug shared by the sandbox and the verifier cannot pass unnoticed.
@@ -25,6 +25,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from service.sandbox import Sandbox, SandboxConfig
+from tests import vectors
 
 SHOP = "acme-shop.myshopify.com"  # "<shop>/admin" needs base64 padding, which must go
 SHOP_SECRET = "shpss_test_secret"
@@ -42,7 +43,7 @@ class FakeClock:
         return self.now
 
 
-# --- independent verifiers, each checked against PROVIDERS.md ------------------------------------
+# --- independent verifiers, each checked against docs/providers.md ---------------------------------
 
 
 def shopify_hmac(params: dict[str, str], secret: str) -> str:
@@ -69,20 +70,13 @@ def parse_signed_request(signed: str, secret: str) -> dict | None:
 
 
 def test_verifiers_match_documented_vectors() -> None:
-    doc = {"code": "0907a61c0c8d55e99db179b68161bc00", "shop": "some-shop.myshopify.com",
-           "state": "0.6784241404160823", "timestamp": "1337178173"}
-    assert shopify_hmac(doc, "hush") == "700e2dadb827fcc8609e9d5ce208b2e9cdaab9df07390d2cbca10d7c328fc4bf"
-    lib = {"code": "a94a110d86d2452eb3e2af4cfb8a3828", "shop": "some-shop.myshopify.com",
-           "timestamp": "1337178173"}
-    assert shopify_hmac(lib, "hush") == "2cb1a277650a659f1b11e92a4a64275b128e037f2c3390e3c8fd2d8721dac9e2"
-    assert proof("abc123", "xyz789") == "4dad02ff1693df832f9c183fe400fc4f601360be06514acb4a73edb783eec345"
-    php = ("U0_O1MqqNKUt32633zAkdd2Ce-jGVgRgJeRauyx_zC8=.eyJvYXV0aF90b2tlbiI6ImZvb190b2tlbiIsImFsZ29yaXRo"
-           "bSI6IkhNQUMtU0hBMjU2IiwiaXNzdWVkX2F0IjozMjEsImNvZGUiOiJmb29fY29kZSIsInN0YXRlIjoiZm9vX3N0YXRlIiwi"
-           "dXNlcl9pZCI6MTIzLCJmb28iOiJiYXIifQ==")
-    assert parse_signed_request(php, "foo_app_secret") == {
-        "oauth_token": "foo_token", "algorithm": "HMAC-SHA256", "issued_at": 321, "code": "foo_code",
-        "state": "foo_state", "user_id": 123, "foo": "bar"}
-    assert parse_signed_request(php, "another_secret") is None
+    assert shopify_hmac(dict(vectors.SHOPIFY_PARAMS), vectors.SHOPIFY_SECRET) == vectors.SHOPIFY_HMAC
+    no_state = dict(vectors.SHOPIFY_NO_STATE_PARAMS)
+    assert shopify_hmac(no_state, vectors.SHOPIFY_SECRET) == vectors.SHOPIFY_NO_STATE_HMAC
+    assert proof(vectors.PROOF_TOKEN, vectors.PROOF_SECRET) == vectors.PROOF
+    signed = vectors.SIGNED_REQUEST
+    assert parse_signed_request(signed, vectors.SIGNED_REQUEST_SECRET) == vectors.SIGNED_REQUEST_PAYLOAD
+    assert parse_signed_request(signed, "another_secret") is None
 
 
 # --- fixtures ------------------------------------------------------------------------------------

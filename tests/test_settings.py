@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from service.errors import SettingsError
-from service.settings import Settings
+from service.settings import Settings, read_env_file
 
 
 def test_missing_secret_names_the_variable() -> None:
@@ -58,6 +58,64 @@ def test_seed_placeholders_for_provider_settings_count_as_unset() -> None:
     assert settings.shopify_api_key is None
 
 
+# --- the one .env reader ------------------------------------------------------------------------------
+
+LONG_SECRET = "a-long-random-state-token-secret-0123456789"
+
+
+def test_env_file_values_read_as_python_dotenv_reads_them(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        f"export STATE_TOKEN_SECRET={LONG_SECRET} # my secret\n"
+        'FACEBOOK_APP_SECRET="quoted # not a comment"\n'
+        "SHOPIFY_API_SECRET='single ${NOT_EXPANDED}'\n"
+        "  # a comment line\n"
+        "FACEBOOK_GRAPH_VERSION = v24.0   \n"
+    )
+    settings = Settings.from_environ({}, env_file=env_file)
+    assert str(settings.state_token_secret) == LONG_SECRET
+    assert str(settings.facebook_app_secret) == "quoted # not a comment"
+    assert str(settings.shopify_api_secret) == "single ${NOT_EXPANDED}"
+    assert settings.facebook_graph_version == "v24.0"
+    assert read_env_file(env_file)["STATE_TOKEN_SECRET"] == LONG_SECRET  # what the jobs read: the same
+
+
+def test_load_refuses_a_named_file_that_is_not_there(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="no such file"):
+        Settings.load(tmp_path / "missing.env")
+    with pytest.raises(SettingsError, match="is a directory"):
+        Settings.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("postgres://u:p@db.example:5432/sales", "postgresql+asyncpg://u:p@db.example:5432/sales"),
+        ("postgresql://u@db.example/sales", "postgresql+asyncpg://u@db.example/sales"),
+        ("POSTGRESQL+ASYNCPG://u@db.example/sales", "postgresql+asyncpg://u@db.example/sales"),
+        ("sqlite:///data/tokens.db", "sqlite+aiosqlite:///data/tokens.db"),
+        ("sqlite+aiosqlite:////srv/tokens.db", "sqlite+aiosqlite:////srv/tokens.db"),
+    ],
+)
+def test_database_urls_are_normalised_to_our_drivers(given: str, used: str) -> None:
+    assert Settings.from_environ({"STATE_TOKEN_SECRET": "x", "DATABASE_URL": given}, env_file=None).database_url == used
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        ("garbage", "is not a database URL"),
+        ("mysql://u@h/db", "uses mysql://"),
+        ("postgresql+psycopg2://u@h/db", "uses postgresql+psycopg2://"),
+        ("postgresql://u@h:notaport/db", "not a valid PostgreSQL URL"),
+        ("postgresql:///db", "names no PostgreSQL host"),
+        ("sqlite://", "needs a file"),
+    ],
+)
+def test_unusable_database_urls_are_one_sentence(given: str, says: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_environ({"STATE_TOKEN_SECRET": "x", "DATABASE_URL": given}, env_file=None)
+    assert says in caught.value.message and "\n" not in caught.value.message
 @pytest.mark.parametrize(
     ("scheme", "setting", "secure"),
     [

@@ -14,6 +14,8 @@ revision = "0001"
 down_revision = None
 branch_labels = None
 depends_on = None
+# What downgrade() deletes of the tokens: `salesbot downgrade` asks for --yes (service/migrate.py).
+downgrade_loses = "every stored token (the tokens table)"
 
 
 def upgrade() -> None:

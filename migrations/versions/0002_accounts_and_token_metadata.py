@@ -24,6 +24,8 @@ revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
+# What downgrade() deletes of the tokens: `salesbot downgrade` asks for --yes (service/migrate.py).
+downgrade_loses = "refresh tokens, expiry times, scopes and account links"
 
 
 def upgrade() -> None:

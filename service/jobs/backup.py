@@ -3,9 +3,10 @@
 Backup uses SQLite's online backup API, not a file copy: the source connection holds one read
 transaction for the whole copy, so every page comes from the same WAL snapshot while the service
 keeps writing (other writers append to the WAL and are never blocked), and the copy is consistent.
-It is written to `PATH.partial` (created 0600, removed if a previous run was killed), checked with
-`PRAGMA integrity_check`, and only then linked into place as PATH, so PATH either does not exist or
-is a complete backup. An existing PATH is never overwritten.
+It is written to `PATH.partial` (created 0600, removed if a previous run was killed), switched from
+WAL to a rollback journal (a single self-contained file: no -wal or -shm appears beside it when it is
+opened), checked with `PRAGMA integrity_check`, and only then linked into place as PATH, so PATH either
+does not exist or is a complete backup. An existing PATH is never overwritten.
 
 Restore is offered because it is done the same safe way: the backup file is checked first (integrity,
 a tokens table, values our keys can read), the current database is itself backed up beside it, and
@@ -104,6 +105,15 @@ def _copy(
     return total
 
 
+def _standalone(path: Path) -> None:
+    """The copy carries the live file's WAL flag; a backup is one file, so give it a rollback journal."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("PRAGMA journal_mode=DELETE")
+    finally:
+        connection.close()
+
+
 def _token_rows(path: Path) -> int:
     connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
@@ -121,17 +131,20 @@ def _backup_sync(source: Path, target: Path, *, pages: int, on_step: Callable[[i
     if not target.parent.is_dir():
         raise JobError(f"The directory {target.parent} does not exist.")
     partial = target.with_name(target.name + ".partial")
-    for leftover in (partial, Path(f"{partial}-journal")):
+    leftovers = [partial, *(Path(f"{partial}{suffix}") for suffix in ("-journal", "-wal", "-shm"))]
+    for leftover in leftovers:
         leftover.unlink(missing_ok=True)  # ours, from a run that was killed
     _private_file(partial)
     try:
         count = _copy(source, partial, pages=pages, on_step=on_step)
+        _standalone(partial)
         rows = _token_rows(partial)
         os.link(partial, target)  # fails rather than replace a PATH that appeared meanwhile
     except FileExistsError:
         raise JobError(f"{target} appeared while the backup ran; not overwriting it.") from None
     finally:
-        partial.unlink(missing_ok=True)
+        for leftover in leftovers:
+            leftover.unlink(missing_ok=True)
     return BackupReport(target, count, rows)
 
 

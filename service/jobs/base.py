@@ -14,9 +14,10 @@ from typing import Any, Protocol
 
 from sqlalchemy import Text, func, select, type_coerce
 
+from service.jobs import DEFAULT_BATCH_SIZE, JobError
 from service.store import TOKENS, TokenStore
 
-DEFAULT_BATCH_SIZE = 500
+__all__ = ["DEFAULT_BATCH_SIZE", "BatchHook", "JobError", "RawRow", "call_hook", "count_rows", "raw_batches"]
 
 
 class BatchHook(Protocol):
@@ -24,14 +25,6 @@ class BatchHook(Protocol):
     simulate an interruption at a known point."""
 
     def __call__(self, rows_seen: int) -> Any: ...
-
-
-class JobError(Exception):
-    """A job could not start or had to stop: the message says why, without any value."""
-
-    def __init__(self, message: str, status: int = 1) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True)

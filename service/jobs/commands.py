@@ -1,8 +1,9 @@
-"""Registers the jobs' subcommands on the `salesbot` parser.
+"""Registers the jobs' subcommands on the `salesbot` parser (DESIGN.md, "Jobs").
 
-Per-row findings (keys only, never values) go to stdout; progress and the one-line summary go to
-stderr. Exit status: 0 when the job fully succeeded, 1 when it ran but something was left undone
-(unreadable rows, skipped keys, dead tokens), 2 for usage errors (bad arguments, PostgreSQL backup).
+Per-row findings (keys only, never values, at most 20 per kind and then a count) go to stdout;
+progress and the one-line summary go to stderr. Exit status: 0 when the job fully succeeded, 1 when
+it ran but something was left undone (unreadable rows, skipped keys, dead tokens), 2 for usage errors
+(bad arguments, PostgreSQL backup). Job modules are imported when their command runs.
 """
 
 from __future__ import annotations
@@ -11,34 +12,44 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from service.jobs.base import DEFAULT_BATCH_SIZE, JobError
-from service.jobs.progress import Progress
-from service.settings import Settings
+from service.jobs import DEFAULT_BATCH_SIZE, JobError
+
+if TYPE_CHECKING:
+    from service.jobs.progress import Progress
+    from service.settings import Settings
 
 EXIT_OK, EXIT_FAILED = 0, 1
+# Keys listed per kind of failure; past this a count stands for the rest (a run can fail 100,000 rows).
+LISTED_KEYS = 20
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_environ(env_file=args.env_file)
+    from service.settings import Settings
+
+    return Settings.load(args.env_file)
 
 
 def _handler(job: Callable[[argparse.Namespace], Awaitable[int]]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return asyncio.run(job(args))
-        except JobError as error:
-            print(f"salesbot: {error}", file=sys.stderr)
-            return error.status
-
-    return run
+    # JobError is turned into its one line and exit status by service.cli.main, with every other failure.
+    return lambda args: asyncio.run(job(args))
 
 
 def _progress(label: str) -> Progress:
+    from service.jobs.progress import Progress
+
     return Progress(label, None, stream=sys.stderr)
+
+
+def print_keys(label: str, keys: Sequence[str], *, width: int, limit: int = LISTED_KEYS) -> None:
+    """One line per key, at most `limit` of them, then one line that counts the rest."""
+    for key in keys[:limit]:
+        print(f"{label:<{width}}  {key}")
+    if len(keys) > limit:
+        print(f"{label:<{width}}  ... and {len(keys) - limit:,} more ({len(keys):,} {label} in all)")
 
 
 def _status(ok: bool) -> int:
@@ -56,10 +67,8 @@ async def _rotate(args: argparse.Namespace) -> int:
         report = await rotate_keys(
             store, batch_size=args.batch_size, dry_run=args.dry_run, progress=_progress("keys rotate")
         )
-    for key in report.unreadable:
-        print(f"unreadable     {key}")
-    for key in report.contended:
-        print(f"kept changing  {key}")
+    print_keys("unreadable", report.unreadable, width=13)
+    print_keys("kept changing", report.contended, width=13)
     return _status(report.ok)
 
 
@@ -90,11 +99,11 @@ async def _import_env(args: argparse.Namespace) -> int:
 
 
 def _secret_from(name: str, settings: Settings) -> str:
+    from service.settings import read_env_file
+
     value = os.environ.get(name)
     if value is None and settings.env_file is not None:
-        from service.jobs.import_env import parse_env_file
-
-        value = parse_env_file(settings.env_file).get(name)
+        value = read_env_file(settings.env_file).get(name)
     if not value:
         raise JobError(f"{name} is not set (in the environment or {settings.env_file or '.env'}).", status=2)
     return value
@@ -167,71 +176,69 @@ async def _check(args: argparse.Namespace) -> int:
                 )
         else:
             report = await check_tokens(store, batch_size=args.batch_size, progress=_progress("tokens check"))
-    for key in report.unreadable:
-        print(f"unreadable  {key}")
-    for key in report.dead:
-        print(f"dead        {key}")
-    for key, why in report.unknown:
-        print(f"unknown     {key}  ({why})")
+    print_keys("unreadable", report.unreadable, width=10)
+    print_keys("dead", report.dead, width=10)
+    print_keys("unknown", [f"{key}  ({why})" for key, why in report.unknown], width=10)
     print(report.table())
     return _status(report.ok)
-
-
-def _downgrade(args: argparse.Namespace) -> int:
-    from service import migrate
-    from service.crypto import KeyRing
-
-    settings = _settings(args)
-    migrate.downgrade(settings.database_url, KeyRing.from_settings(settings), args.revision)
-    print(f"Database downgraded to {args.revision}.")
-    return EXIT_OK
 
 
 # --- registration --------------------------------------------------------------------------------
 
 
 def _batch_size(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="rows per transaction (500)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="rows per transaction")
 
 
 def add_commands(commands: Any, *, keys: Any, tokens: Any) -> None:
     """`commands`, `keys` and `tokens` are argparse sub-parser groups of `salesbot`, `salesbot keys`
     and `salesbot tokens`. Each added parser sets `handler`, a callable(args) -> exit status."""
-    rotate = keys.add_parser("rotate", help="re-encrypt every stored value under the first TOKEN_ENCRYPTION_KEYS key")
+    from service.cli import add_command
+
+    rotate = add_command(
+        keys, "rotate", "re-encrypt every stored value under the first TOKEN_ENCRYPTION_KEYS key", _handler(_rotate)
+    )
     rotate.add_argument("--dry-run", action="store_true", help="count what would be rewritten; write nothing")
     _batch_size(rotate)
-    rotate.set_defaults(handler=_handler(_rotate))
 
-    check = tokens.add_parser("check", help="decrypt every row; with --online ask the providers if tokens work")
+    check = add_command(
+        tokens, "check", "decrypt every row; with --online ask the providers if tokens work", _handler(_check)
+    )
     check.add_argument("--online", action="store_true", help="ask Facebook and Shopify; mark dead tokens expired")
     _batch_size(check)
-    check.set_defaults(handler=_handler(_check))
 
-    env = commands.add_parser("import-env", help="store the tokens kept in environment variables or a .env file")
+    env = add_command(
+        commands, "import-env", "store the tokens kept in environment variables or a .env file", _handler(_import_env)
+    )
     env.add_argument(
-        "--env-file", dest="source_env_file", metavar="PATH", help="read token variables from this file too"
+        "--env-file",
+        dest="source_env_file",
+        metavar="PATH",
+        help="read token variables from this file too (default: the settings file, when there is one)",
     )
     env.add_argument("--dry-run", action="store_true", help="report what would be imported; write nothing")
     env.add_argument("--overwrite", action="store_true", help="replace stored values that differ")
-    env.set_defaults(handler=_handler(_import_env))
 
-    db = commands.add_parser("import-db", help="copy another tokens.db into this store under the current key")
-    db.add_argument("path", metavar="PATH")
-    db.add_argument("--secret-env", metavar="VAR", help="variable holding that database's STATE_TOKEN_SECRET")
+    db = add_command(
+        commands, "import-db", "copy another tokens.db into this store under the current key", _handler(_import_db)
+    )
+    db.add_argument("path", metavar="PATH", help="the other tokens.db (opened read-only)")
+    db.add_argument(
+        "--secret-env",
+        metavar="VAR",
+        help="variable holding that database's STATE_TOKEN_SECRET (default: our own STATE_TOKEN_SECRET)",
+    )
     db.add_argument("--dry-run", action="store_true", help="report what would be imported; write nothing")
     db.add_argument("--overwrite", action="store_true", help="replace stored values that differ")
     _batch_size(db)
-    db.set_defaults(handler=_handler(_import_db))
 
-    backup = commands.add_parser("backup", help="consistent copy of the live SQLite store (mode 0600)")
-    backup.add_argument("path", metavar="PATH")
-    backup.set_defaults(handler=_handler(_backup))
+    backup = add_command(
+        commands, "backup", "consistent copy of the live SQLite store (mode 0600); never overwrites", _handler(_backup)
+    )
+    backup.add_argument("path", metavar="PATH", help="where to write the copy (must not exist)")
 
-    restore = commands.add_parser("restore", help="replace the SQLite store with a backup (saves the current one)")
-    restore.add_argument("path", metavar="PATH")
+    restore = add_command(
+        commands, "restore", "replace the SQLite store with a backup (saves the current one first)", _handler(_restore)
+    )
+    restore.add_argument("path", metavar="PATH", help="the backup to restore")
     restore.add_argument("--yes", action="store_true", help="confirm: tokens written since the backup are lost")
-    restore.set_defaults(handler=_handler(_restore))
-
-    downgrade = commands.add_parser("downgrade", help="roll the schema back to REV (-1: one revision)")
-    downgrade.add_argument("revision", metavar="REV")
-    downgrade.set_defaults(handler=_downgrade)

@@ -20,7 +20,6 @@ Decisions:
 from __future__ import annotations
 
 import os
-import re
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -28,46 +27,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service import keys
+from service import keys, settings
 from service.jobs.base import DEFAULT_BATCH_SIZE, JobError, call_hook
 from service.jobs.progress import Progress, Silent
 from service.jobs.writing import IMPORTED, REPLACED, SKIPPED, UNCHANGED, Outcome, write_batch
 from service.store import TokenWrite
 
-# Shop keys hold hyphens (acme-7cu19ngr), so names may too: os.environ and .env files allow it.
-_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.-]*)\s*=\s*(.*?)\s*$")
-_QUOTED = re.compile(r"""^(["'])((?:\\.|(?!\1).)*)\1(?:\s+#.*)?$""")
 BARE_USER_TOKEN_WARNING = (
     "FACEBOOK_USER_ACCESS_TOKEN is the seed's one global user token: imported as-is, but it is not tied "
     "to a Facebook user or an account (the next Facebook login stores a per-user key)."
 )
 
 
-def parse_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines; `export ` prefix, blank lines and # comments allowed; values may be quoted."""
-    values: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        match = _LINE.match(line)
-        if match is None:
-            continue
-        name, raw = match.groups()
-        quoted = _QUOTED.match(raw)
-        if quoted is not None:
-            quote, value = quoted.groups()
-            if quote == '"':
-                value = value.replace('\\"', '"').replace("\\\\", "\\")
-        else:
-            value = re.split(r"\s+#", raw, maxsplit=1)[0].strip()
-        values[name] = value
-    return values
-
-
 def read_env_file(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise JobError(f"The env file {path} does not exist; nothing was imported.")
-    return parse_env_file(path)
+    return settings.read_env_file(path)  # the settings' own reader: one .env syntax everywhere
 
 
 def in_vocabulary(name: str) -> bool:

@@ -271,7 +271,7 @@ def _token(body: dict[str, Any], *, now: datetime, what: str) -> ShopifyToken:
         expires_at: datetime | None = issued + timedelta(seconds=expires_in)
     elif refresh_token is not None:
         # A refresh token means the access token expires. Storing "never" would mean never refreshing it, so
-        # assume Shopify's documented hour (the "expiry empty forever" bug in PROVIDERS.md).
+        # assume Shopify's documented hour (the "expiry empty forever" bug in docs/providers.md).
         expires_at = issued + ACCESS_TOKEN_LIFETIME
     else:
         expires_at = None

@@ -39,6 +39,7 @@ TITLES = {
     "provider_unavailable": "The provider did not answer",
     "token_revoked": "Access was revoked",
     "scope_mismatch": "Some permissions were not granted",
+    "database_unavailable": "The service cannot reach its database",
     "shop_owned_elsewhere": "This store belongs to another account",
     "facebook_user_owned_elsewhere": "This Facebook login belongs to another account",
     "page_owned_elsewhere": "Some Pages belong to another account",

@@ -141,3 +141,25 @@ async def test_the_command_line_backs_up_once_and_refuses_the_second_time(migrat
         environ=cli_environ(migrated.with_database("postgresql+asyncpg://u@127.0.0.1:1/x")),
     )
     assert pg.returncode == 2 and "pg_dump" in pg.stderr
+
+
+async def test_backup_and_restore_leave_no_wal_shm_or_partial_files_beside_their_outputs(
+    migrated: Settings, tmp_path: Path
+) -> None:
+    async with TokenStore.open(migrated) as store:
+        await store.store_token("FACEBOOK_ACCESS_TOKEN_1", "EAA-before-backup")
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    environ = cli_environ(migrated)
+    made = salesbot("backup", str(backups / "tokens-1.db"), cwd=tmp_path, environ=environ)
+    assert made.returncode == 0, made.stderr
+    assert sorted(path.name for path in backups.iterdir()) == ["tokens-1.db"]
+    live = Path(migrated.database_url.split("///", 1)[1])
+    beside_live = {path.name for path in live.parent.iterdir()}
+    restored = salesbot("restore", str(backups / "tokens-1.db"), "--yes", cwd=tmp_path, environ=environ)
+    assert restored.returncode == 0, restored.stderr
+    assert sorted(path.name for path in backups.iterdir()) == ["tokens-1.db"]  # the source too
+    saved = [name for name in (path.name for path in live.parent.iterdir()) if name not in beside_live]
+    assert len(saved) == 1 and saved[0].startswith(f"{live.name}.before-restore-"), saved
+    async with TokenStore.open(migrated) as store:
+        assert await store.get_token("FACEBOOK_ACCESS_TOKEN_1") == "EAA-before-backup"

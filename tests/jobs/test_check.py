@@ -129,3 +129,17 @@ async def test_the_command_line_prints_the_table(migrated: Settings, tmp_path: P
     assert result.returncode == 1
     assert "unreadable  SHOPIFY_ACCESS_TOKEN_x" in result.stdout
     assert "readable             1" in result.stdout and "EAA-live" not in result.stdout + result.stderr
+
+
+async def test_the_command_line_lists_twenty_unreadable_keys_then_counts_the_rest(
+    migrated: Settings, tmp_path: Path
+) -> None:
+    stranger = Fernet(Fernet.generate_key())
+    async with opened(migrated) as store:
+        await write_raw(store, stranger, [(f"FACEBOOK_ACCESS_TOKEN_{n:03d}", "EAA", "token", None) for n in range(25)])
+    result = salesbot("tokens", "check", cwd=tmp_path, environ=cli_environ(migrated))
+    listed = [line for line in result.stdout.splitlines() if line.startswith("unreadable  FACEBOOK")]
+    assert result.returncode == 1
+    assert listed == [f"unreadable  FACEBOOK_ACCESS_TOKEN_{n:03d}" for n in range(20)]
+    assert "unreadable  ... and 5 more (25 unreadable in all)" in result.stdout
+    assert "unreadable          25" in result.stdout  # the table still counts them all

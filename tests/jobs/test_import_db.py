@@ -14,16 +14,14 @@ from service.jobs.import_db import import_db, source_ring
 from service.settings import Settings
 from tests.conftest import PRIMARY_KEY, STATE_SECRET
 from tests.jobs.helpers import ACCOUNT, ciphertexts, cli_environ, dump, opened, salesbot
-from tests.seed_loader import SEED_ROWS, write_seed_database
+from tests.seed_loader import SEED_FIXTURE_SECRET, SEED_ROWS, copy_seed_database
 
-OTHER_SECRET = "the-other-deployments-state-token-secret"
+OTHER_SECRET = SEED_FIXTURE_SECRET  # the other deployment's: the seed wrote tests/fixtures/seed_tokens.db with it
 
 
-def seed_database(path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The seed chapter's own TokenStorage writes it, with another STATE_TOKEN_SECRET."""
-    write_seed_database(path, OTHER_SECRET, monkeypatch)
-    monkeypatch.delenv("STATE_TOKEN_SECRET")
-    return path
+def seed_database(path: Path) -> Path:
+    """A database the seed chapter's own TokenStorage wrote, under another STATE_TOKEN_SECRET than ours."""
+    return copy_seed_database(path)
 
 
 def bulk_seed_database(path: Path, count: int, *, unreadable: set[int] = frozenset()) -> Path:
@@ -51,10 +49,8 @@ def ring(secret: str = OTHER_SECRET) -> KeyRing:
     return source_ring([PRIMARY_KEY], STATE_SECRET, secret)
 
 
-async def test_a_seed_database_with_another_secret_is_imported_and_linked(
-    migrated: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    source = seed_database(tmp_path / "seed.db", monkeypatch)
+async def test_a_seed_database_with_another_secret_is_imported_and_linked(migrated: Settings, tmp_path: Path) -> None:
+    source = seed_database(tmp_path / "seed.db")
     async with opened(migrated) as store:
         report = await import_db(store, source, ring=ring(), secret_label="OLD_SECRET")
         wrong = [key for key, (value, _) in SEED_ROWS.items() if await store.get_token(key) != value]
@@ -68,8 +64,8 @@ async def test_a_seed_database_with_another_secret_is_imported_and_linked(
     assert all(primary.is_current(value) for value, _ in stored.values())
 
 
-async def test_second_run_changes_nothing(migrated: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    source = seed_database(tmp_path / "seed.db", monkeypatch)
+async def test_second_run_changes_nothing(migrated: Settings, tmp_path: Path) -> None:
+    source = seed_database(tmp_path / "seed.db")
     async with opened(migrated) as store:
         await import_db(store, source, ring=ring(), secret_label="OLD_SECRET")
         before = await dump(store)
@@ -134,10 +130,8 @@ async def test_interrupted_import_resumes_and_existing_values_win(migrated: Sett
     assert (report.count("unchanged"), report.count("imported"), report.count("skipped")) == (20, 24, 1)
 
 
-async def test_the_command_line_reads_the_secret_from_the_named_variable(
-    migrated: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    source = seed_database(tmp_path / "seed.db", monkeypatch)
+async def test_the_command_line_reads_the_secret_from_the_named_variable(migrated: Settings, tmp_path: Path) -> None:
+    source = seed_database(tmp_path / "seed.db")
     environ = cli_environ(migrated, OLD_SECRET=OTHER_SECRET)
     wrong = salesbot("import-db", str(source), cwd=tmp_path, environ=environ)
     assert wrong.returncode == 1 and "STATE_TOKEN_SECRET" in wrong.stderr and "Traceback" not in wrong.stderr

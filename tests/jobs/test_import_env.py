@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from service.jobs.base import JobError
-from service.jobs.import_env import import_env, parse_env_file
-from service.settings import Settings
+from service.jobs.import_env import import_env
+from service.settings import Settings, read_env_file
 from tests.jobs.helpers import ACCOUNT, OTHER_ACCOUNT, cli_environ, dump, opened, salesbot
 
 ENV_FILE = f"""
@@ -36,7 +36,7 @@ def env_file(tmp_path: Path, content: str = ENV_FILE) -> Path:
 
 
 def test_env_file_parsing_handles_quotes_comments_and_export(tmp_path: Path) -> None:
-    parsed = parse_env_file(
+    parsed = read_env_file(
         env_file(tmp_path, ENV_FILE + 'FACEBOOK_ACCESS_TOKEN_5="a \\"quoted\\" #value"\nnot a line\n')
     )
     wrong = [key for key, value in EXPECTED.items() if parsed.get(key) != value]

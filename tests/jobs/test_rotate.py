@@ -189,3 +189,15 @@ async def test_killed_with_sigkill_mid_run_then_rerun_finishes(tmp_path) -> None
     assert rerun.returncode == 0, rerun.stderr
     assert f"{20_000 - partial:,} rows rewritten" in rerun.stderr
     assert await _plaintexts_match(with_keys(settings, NEW), {k: v for k, v in list(expected.items())[:500]}) == []
+
+
+async def test_the_command_line_lists_twenty_unreadable_keys_then_counts_the_rest(migrated: Settings, tmp_path) -> None:
+    stranger = Fernet(Fernet.generate_key())
+    async with opened(migrated) as store:
+        await write_raw(store, stranger, [(f"PAGE_UUID_{n:03d}", "x", "uuid", None) for n in range(23)])
+    result = salesbot("keys", "rotate", cwd=tmp_path, environ=cli_environ(migrated))
+    listed = [line for line in result.stdout.splitlines() if line.startswith("unreadable     PAGE_UUID_")]
+    assert result.returncode == 1
+    assert listed == [f"unreadable     PAGE_UUID_{n:03d}" for n in range(20)]
+    assert result.stdout.splitlines()[20] == "unreadable     ... and 3 more (23 unreadable in all)"
+    assert "23 unreadable" in result.stderr  # the summary line

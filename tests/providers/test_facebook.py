@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from service import errors
 from service.providers import facebook
+from tests import vectors
 from tests.providers.helpers import assert_hidden
 
 GRAPH = "https://graph.facebook.com"
@@ -28,25 +29,12 @@ SHORT = "EAAshort-user-token"
 LONG = "EAAlong-user-token"
 NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
-# Vectors from PROVIDERS.md.
-PROOF_TOKEN, PROOF_SECRET = "abc123", "xyz789"
-PROOF = "4dad02ff1693df832f9c183fe400fc4f601360be06514acb4a73edb783eec345"
-SR_SECRET = "foo_app_secret"
-SR_SIG = "U0_O1MqqNKUt32633zAkdd2Ce-jGVgRgJeRauyx_zC8="
-SR_PAYLOAD = (
-    "eyJvYXV0aF90b2tlbiI6ImZvb190b2tlbiIsImFsZ29yaXRobSI6IkhNQUMtU0hBMjU2IiwiaXNzdWVkX2F0IjozMjEsImNvZGUiOiJmb29f"
-    "Y29kZSIsInN0YXRlIjoiZm9vX3N0YXRlIiwidXNlcl9pZCI6MTIzLCJmb28iOiJiYXIifQ=="
-)
-SR_VECTOR = f"{SR_SIG}.{SR_PAYLOAD}"
-SR_EXPECTED = {
-    "oauth_token": "foo_token",
-    "algorithm": "HMAC-SHA256",
-    "issued_at": 321,
-    "code": "foo_code",
-    "state": "foo_state",
-    "user_id": 123,
-    "foo": "bar",
-}
+# Published vectors, from docs/providers.md.
+PROOF_TOKEN, PROOF_SECRET, PROOF = vectors.PROOF_TOKEN, vectors.PROOF_SECRET, vectors.PROOF
+SR_SECRET = vectors.SIGNED_REQUEST_SECRET
+SR_VECTOR = vectors.SIGNED_REQUEST
+SR_SIG, SR_PAYLOAD = SR_VECTOR.split(".")
+SR_EXPECTED = vectors.SIGNED_REQUEST_PAYLOAD
 
 
 def proof(token: str, secret: str = APP_SECRET) -> str:

@@ -15,27 +15,16 @@ from hypothesis import strategies as st
 
 from service import errors
 from service.providers import shopify
+from tests import vectors
 from tests.providers.helpers import assert_hidden
 
-# Vectors from PROVIDERS.md (secret "hush").
-SECRET = "hush"
-VECTOR_PARAMS = [
-    ("code", "0907a61c0c8d55e99db179b68161bc00"),
-    ("shop", "some-shop.myshopify.com"),
-    ("state", "0.6784241404160823"),
-    ("timestamp", "1337178173"),
-]
-VECTOR_MESSAGE = (
-    "code=0907a61c0c8d55e99db179b68161bc00&shop=some-shop.myshopify.com"
-    "&state=0.6784241404160823&timestamp=1337178173"
-)
-VECTOR_HMAC = "700e2dadb827fcc8609e9d5ce208b2e9cdaab9df07390d2cbca10d7c328fc4bf"
-VECTOR2_PARAMS = [
-    ("code", "a94a110d86d2452eb3e2af4cfb8a3828"),
-    ("shop", "some-shop.myshopify.com"),
-    ("timestamp", "1337178173"),
-]
-VECTOR2_HMAC = "2cb1a277650a659f1b11e92a4a64275b128e037f2c3390e3c8fd2d8721dac9e2"
+# Published vectors, from docs/providers.md.
+SECRET = vectors.SHOPIFY_SECRET
+VECTOR_PARAMS = vectors.SHOPIFY_PARAMS
+VECTOR_MESSAGE = vectors.SHOPIFY_QUERY
+VECTOR_HMAC = vectors.SHOPIFY_HMAC
+VECTOR2_PARAMS = vectors.SHOPIFY_NO_STATE_PARAMS
+VECTOR2_HMAC = vectors.SHOPIFY_NO_STATE_HMAC
 VECTOR_NOW = 1337178173.0 + 5
 DOMAIN_RE = re.compile(r"[a-z0-9][a-z0-9-]*\.myshopify\.com")
 
@@ -230,9 +219,9 @@ def test_verify_callback_vector() -> None:
 
 
 def test_second_vector_signs_and_then_lacks_state() -> None:
-    message = "code=a94a110d86d2452eb3e2af4cfb8a3828&shop=some-shop.myshopify.com&timestamp=1337178173"
+    message = vectors.VECTORS["shopify_callback_no_state.query"]
     assert shopify.callback_message(VECTOR2_PARAMS) == message
-    assert hmac.new(b"hush", message.encode(), hashlib.sha256).hexdigest() == VECTOR2_HMAC
+    assert hmac.new(SECRET.encode(), message.encode(), hashlib.sha256).hexdigest() == VECTOR2_HMAC
     with pytest.raises(errors.InvalidCallback, match="state"):
         shopify.verify_callback([*VECTOR2_PARAMS, ("hmac", VECTOR2_HMAC)], secret=SECRET, now=VECTOR_NOW)
 

@@ -49,7 +49,7 @@ BAD_LOG_WORDS = ("database is locked", "OperationalError", "unhandled", "Traceba
 def serve_process(port: int, environ: dict[str, str], cwd: Path, log: Path) -> Iterator[str]:
     with open(log, "wb") as output:
         process = subprocess.Popen(
-            [*SERVE, "--env-file", str(cwd / "absent.env"), "serve", "--port", str(port), "--log-level", "debug"],
+            [*SERVE, "serve", "--port", str(port), "--log-level", "debug"],
             env={**os.environ, **environ, "PYTHONPATH": str(ROOT)},
             cwd=cwd,
             stdout=output,

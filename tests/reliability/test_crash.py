@@ -40,7 +40,7 @@ def _migrated(environ: dict[str, str]) -> Settings:
 
 def serve_answers(environ: dict[str, str], tmp_path: Path) -> None:
     """`salesbot serve` starts on the database the crashes left, and its health check says ok."""
-    with salesbot_server("--env-file", str(tmp_path / "absent.env"), "serve", env=environ, cwd=tmp_path) as base:
+    with salesbot_server("serve", env=environ, cwd=tmp_path) as base:
         response = httpx.get(f"{base}/healthz", timeout=5)
         assert response.status_code == 200 and response.json() == {"status": "ok"}
 
@@ -103,7 +103,7 @@ def test_keys_rotate_killed_at_random_points_then_finishes(tmp_path: Path) -> No
 
     asyncio.run(populate())
     environ = {**os.environ, **_environ(db, f"{new},{old}"), "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "service", "--env-file", str(tmp_path / "absent.env")]
+    command = [sys.executable, "-m", "service"]  # run in tmp_path: no .env there, the environment says all
     rng = random.Random(6)
     primary = Fernet(new)
     progress = [0]

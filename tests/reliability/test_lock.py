@@ -43,7 +43,7 @@ def declared(extra: str | None = None) -> set[str]:
 @pytest.mark.parametrize(("lock", "extra"), [("requirements.lock", None), ("requirements-test.lock", "test")])
 def test_every_dependency_is_pinned_with_hashes(lock: str, extra: str | None) -> None:
     locked = pins(ROOT / lock)
-    assert declared(extra) - set(locked) == set(), f"{lock} is stale: refresh it (README, Security and reliability)"
+    assert declared(extra) - set(locked) == set(), f"{lock} is stale: refresh it (README, Dependencies: the lock files)"
     assert all(count >= 1 for _version, count in locked.values())
     assert "setuptools" in locked  # the build backend, so `pip install --no-build-isolation -e .` needs no download
 

@@ -104,7 +104,7 @@ def test_serve_warns_about_a_readable_env_and_database_naming_them(tmp_path: Pat
     write_env(env_file, db, 0o600)
     migrated_db(env_file)
     quiet = serve_output(tmp_path, env_file)
-    assert "readable by other users" not in quiet and "WARNING" not in quiet, quiet
+    assert "readable by other users" not in quiet and "WARNING salesbot.security" not in quiet, quiet
     env_file.chmod(0o644)
     db.chmod(0o640)
     loud = serve_output(tmp_path, env_file)
