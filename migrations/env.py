@@ -30,6 +30,7 @@ from service.migrate import (
     token_data_lost,
 )
 from service.models import Base
+from service.vault import schema as _vault_tables  # noqa: F401  (registers tokens and accounts on Base.metadata)
 
 config = context.config
 log = logging.getLogger("alembic.env")

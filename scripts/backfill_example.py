@@ -6,15 +6,14 @@ Rows stored by hand (`salesbot tokens set`, or a sqlite3 prompt) under the seed'
 the provider and subject columns that the OAuth flows fill in. This script fills them from the key
 name, using service.keys.describe_key (SHOPIFY_ACCESS_TOKEN_acme -> provider "shopify", subject
 "acme"), and links rows to their account through TokenStore.link_to_account when a UUID entry names
-one. Only the public async TokenStore API is used, plus `write_transaction()` for the metadata
-update, and rows are read in pages, so it is safe to run while the service is serving.
+one. Only the public async TokenStore API is used, so it is safe to run while the service is serving.
 
 What to keep when you write your own:
 - Settings.from_environ() and TokenStore.open(settings): the same database and keys as the service.
 - Read metadata with list_tokens() (values are never decrypted for a listing); decrypt only what the
   backfill needs (get_token / get_record).
-- Write through the store (store_token, link_to_account) or inside `store.write_transaction()`, so
-  SQLite's write lock is taken and every process's token cache learns of the change.
+- Write through the store (store_token, set_metadata, link_to_account): it takes SQLite's write
+  lock, and every process's token cache learns of the change.
 - Only touch what is missing (idempotent: a second run changes nothing), and print keys, never values.
 """
 
@@ -28,11 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import update  # noqa: E402
-
 from service.keys import describe_key  # noqa: E402
 from service.settings import Settings  # noqa: E402
-from service.store import TOKENS, TokenStore  # noqa: E402
+from service.vault import TokenStore  # noqa: E402
 
 
 async def backfill(store: TokenStore, *, dry_run: bool = False) -> int:
@@ -45,12 +42,7 @@ async def backfill(store: TokenStore, *, dry_run: bool = False) -> int:
         if not (record.provider and record.subject):
             print(f"{'would set' if dry_run else 'set'} provider/subject on {record.key}")
             if not dry_run:
-                async with store.write_transaction() as connection:
-                    await connection.execute(
-                        update(TOKENS)
-                        .where(TOKENS.c.key == record.key, TOKENS.c.provider.is_(None))
-                        .values(provider=info.provider, subject=info.subject)
-                    )
+                await store.set_metadata(record.key, provider=info.provider, subject=info.subject)
             changed += 1
         if record.account_uuid is None and info.uuid_key is not None:
             account = await store.get_token(info.uuid_key)  # the UUID entry's value names the account

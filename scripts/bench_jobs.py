@@ -74,7 +74,7 @@ def seed_file(path: Path, rows: list[tuple[str, str, str]]) -> None:
 async def child(job: str, db: Path, keys: str, source: Path | None, batch_size: int) -> dict[str, float]:
     from service.jobs.import_db import import_db, source_ring
     from service.jobs.rotate import rotate_keys
-    from service.store import TokenStore
+    from service.vault import TokenStore
 
     settings = settings_for(db, keys)
     async with TokenStore.open(settings) as store:

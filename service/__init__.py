@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from service.settings import Settings
-    from service.store import TokenRecord, TokenStore, TokenWrite
+    from service.vault import TokenRecord, TokenStore, TokenWrite
 
 __all__ = ["Settings", "TokenRecord", "TokenStore", "TokenWrite"]
 _HOMES = {
     "Settings": "service.settings",
-    "TokenRecord": "service.store",
-    "TokenStore": "service.store",
-    "TokenWrite": "service.store",
+    "TokenRecord": "service.vault",
+    "TokenStore": "service.vault",
+    "TokenWrite": "service.vault",
 }
 
 

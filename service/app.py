@@ -31,14 +31,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import housekeeping
 from service.canonical_host import CanonicalHost
 from service.crypto import KeyRing
-from service.db import create_engine, is_unavailable
+from service.db import is_unavailable
 from service.errors import DatabaseUnavailable, ServiceError
 from service.refresh import ShopifyTokens
 from service.routes import facebook, shopify, status
 from service.routes.common import Services, error_response
 from service.security import redact_http_logs
 from service.settings import Settings
-from service.store import TokenStore
+from service.vault import TokenStore
 
 logger = logging.getLogger("salesbot")
 SESSION_MAX_AGE = 14 * 24 * 3600
@@ -125,32 +125,29 @@ def create_app(
     demo: Any = None,
     prune_every: float = housekeeping.PRUNE_EVERY,
 ) -> Starlette:
-    keyring = KeyRing.from_settings(settings)  # a bad key fails here, before anything listens
+    KeyRing.from_settings(settings)  # a bad key fails here, before anything listens
     redact_http_logs()  # httpx logs full URLs at INFO, and Graph URLs carry secrets and codes
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        engine = create_engine(settings.database_url, keyring=keyring)
         http = http_client or httpx.AsyncClient(
             timeout=httpx.Timeout(settings.http_timeout_seconds), follow_redirects=False, limits=HTTP_LIMITS
         )
         try:
-            store = TokenStore(engine, keyring)
-            await store.check_schema()
-            shopify_tokens = ShopifyTokens(store, settings, http)
-            store.shopify_tokens = shopify_tokens
-            app.state.services = Services(settings, store, http, shopify_tokens, demo)
-            pruning = asyncio.create_task(housekeeping.prune_periodically(store, prune_every))
-            try:
-                yield
-            finally:
-                pruning.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await pruning
+            async with TokenStore.open(settings) as store:
+                shopify_tokens = ShopifyTokens(store, settings, http)
+                store.shopify_tokens = shopify_tokens
+                app.state.services = Services(settings, store, http, shopify_tokens, demo)
+                pruning = asyncio.create_task(housekeeping.prune_periodically(store, prune_every))
+                try:
+                    yield
+                finally:
+                    pruning.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await pruning
         finally:
             if http_client is None:
                 await http.aclose()
-            await engine.dispose()
 
     app = Starlette(
         routes=[*status.routes, *shopify.routes, *facebook.routes, *extra_routes],

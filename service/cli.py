@@ -127,7 +127,7 @@ def _value_from_stdin(key: str) -> str:
 
 
 async def _tokens_set(args: argparse.Namespace) -> int:
-    from service.store import TokenStore
+    from service.vault import TokenStore
 
     value = _value_from_stdin(args.key) if args.value == "-" else args.value
     async with TokenStore.open(_settings(args)) as store:
@@ -138,7 +138,7 @@ async def _tokens_set(args: argparse.Namespace) -> int:
 
 
 async def _tokens_get(args: argparse.Namespace) -> int:
-    from service.store import TokenStore
+    from service.vault import TokenStore
 
     async with TokenStore.open(_settings(args)) as store:
         await store.check_keys()
@@ -155,7 +155,7 @@ def _when(moment: Any) -> str | None:
 
 async def _tokens_list(args: argparse.Namespace) -> int:
     from service import keys
-    from service.store import TokenStore
+    from service.vault import TokenStore
 
     async with TokenStore.open(_settings(args)) as store:
         records = await store.list_tokens(args.type)
@@ -200,7 +200,7 @@ def _print_table(listed: list[dict[str, Any]]) -> None:
 
 
 async def _tokens_delete(args: argparse.Namespace) -> int:
-    from service.store import TokenStore
+    from service.vault import TokenStore
 
     async with TokenStore.open(_settings(args)) as store:
         deleted = await store.delete_token(args.key)
@@ -255,7 +255,7 @@ def _configure_logging(level: str) -> None:
 def _check_store(settings: Settings) -> None:
     """Before listening, each in one line rather than a traceback or a merchant's first failure: the
     database answers, its schema is at head, and a key in the ring opens the newest stored value."""
-    from service.store import TokenStore
+    from service.vault import TokenStore
 
     async def check() -> None:
         async with TokenStore.open(settings) as store:

@@ -157,9 +157,17 @@ def _sqlstate(error: BaseException) -> str | None:
 
 
 def is_unavailable(error: BaseException) -> bool:
-    """True when `error` says the database cannot be reached or used at all (answer 503, retry later)."""
+    """True when `error` says the database cannot be reached or used at all (answer 503, retry later).
+    Covers SQLAlchemy's errors and the drivers' own (the vault runs sqlite3 and asyncpg directly)."""
     if isinstance(error, DatabaseUnavailable | OSError):  # OSError: refused, reset, timed out, unresolvable
         return True
+    if isinstance(error, sqlite3.OperationalError):
+        return any(text in str(error).lower() for text in _SQLITE_UNAVAILABLE)
+    state = getattr(error, "sqlstate", None)  # asyncpg's PostgresError
+    if isinstance(state, str):
+        return state in _UNAVAILABLE_CODES or state.startswith(_UNAVAILABLE_CLASSES)
+    if type(error).__module__.startswith("asyncpg") and "connection" in str(error).lower():
+        return True  # asyncpg's InterfaceError: "connection is closed", "cannot ... connection was lost"
     if isinstance(error, exc.DBAPIError):
         if error.connection_invalidated or isinstance(error, exc.InterfaceError):
             return True

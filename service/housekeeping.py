@@ -14,7 +14,7 @@ from sqlalchemy import delete
 from sqlalchemy.engine import Connection
 
 from service.models import DeletionRequest, OAuthState, WebhookDelivery, utcnow
-from service.store import TokenStore
+from service.vault import TokenStore
 
 logger = logging.getLogger("salesbot.housekeeping")
 STATES = OAuthState.__table__

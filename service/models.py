@@ -1,5 +1,5 @@
-"""The tables. The `tokens` table keeps the seed's shape and vocabulary (`key`, ciphertext `value`,
-`type`); what the seed lacked sits beside it as plain columns. The schema itself is created only by
+"""The declarative base, the UTC column type, and the tables outside the vault: OAuth state and webhook
+bookkeeping. The vault's tables are in service/vault/schema.py. The schema itself is created only by
 the Alembic revisions in migrations/; these classes must match them (`alembic check` proves it).
 """
 
@@ -8,12 +8,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, MetaData, String, Text, text
+from sqlalchemy import DateTime, Integer, MetaData, String, Text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
-
-from service.crypto import EncryptedText
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -52,42 +50,6 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-
-
-class Account(Base):
-    __tablename__ = "accounts"
-
-    uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-
-
-class Token(Base):
-    __tablename__ = "tokens"
-    # Partial: rows without an account or a granting user (many) write no index entry (revision 0006).
-    __table_args__ = tuple(
-        Index(f"ix_tokens_{column}", column, sqlite_where=text(f"{column} IS NOT NULL"), postgresql_where=text(f"{column} IS NOT NULL"))
-        for column in ("account_uuid", "granted_by")
-    )
-
-    # The seed's three columns, names and meaning unchanged.
-    key: Mapped[str] = mapped_column(Text, primary_key=True)
-    value: Mapped[str] = mapped_column(EncryptedText())
-    type: Mapped[str] = mapped_column(Text)
-
-    account_uuid: Mapped[str | None] = mapped_column(ForeignKey("accounts.uuid"))
-    provider: Mapped[str | None] = mapped_column(String(16))  # "shopify" | "facebook"
-    subject: Mapped[str | None] = mapped_column(Text)  # the shop domain, Page id or Facebook user id
-    granted_by: Mapped[str | None] = mapped_column(Text)  # Facebook user whose grant gave a Page token
-    scopes: Mapped[str | None] = mapped_column(Text)  # comma-separated, as the provider granted them
-    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    refresh_token: Mapped[str | None] = mapped_column(EncryptedText())
-    refresh_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-
-    # A process refreshing this Shopify token holds the lease until then; others wait for its result
-    # instead of spending the single-use refresh token a second time.
-    refresh_lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class OAuthState(Base):
@@ -129,13 +91,3 @@ class DeletionRequest(Base):
     status: Mapped[str] = mapped_column(String(16))
     deleted_rows: Mapped[int] = mapped_column(Integer)
     requested_at: Mapped[datetime] = mapped_column(UTCDateTime())
-
-
-class TokenChange(Base):
-    """The key a change touched, at the counter value it got: what a process re-reads to stay fresh."""
-
-    __tablename__ = "token_changes"
-
-    # SQLite: the rowid (one b-tree, assigned on insert); PostgreSQL keeps the table, unused (revision 0006).
-    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=False)
-    key: Mapped[str] = mapped_column(Text)

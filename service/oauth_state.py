@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 from service.errors import InvalidState, TooManySignIns
 from service.models import OAuthState, utcnow
-from service.store import TokenStore
+from service.vault import TokenStore
 
 STATES = OAuthState.__table__
 STATE_LIFETIME = timedelta(minutes=10)

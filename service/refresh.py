@@ -19,16 +19,15 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 
 import httpx
-from sqlalchemy import or_, select, update
 
 from service import keys
 from service.errors import NotConfigured, ProviderError, ProviderUnavailable, TokenRevoked
 from service.models import utcnow
 from service.providers import shopify
 from service.settings import Settings
-from service.store import TOKENS, TokenRecord, TokenStore, TokenWrite
+from service.vault import TokenRecord, TokenStore, TokenWrite
+from service.vault.store import REFRESH_MARGIN
 
-REFRESH_MARGIN = timedelta(minutes=5)  # refresh tokens that expire within this
 LEASE = timedelta(seconds=30)  # longer than one token call with its timeout
 RETRY_AFTER = timedelta(seconds=30)
 WAIT_STEP_SECONDS = 0.05
@@ -116,35 +115,21 @@ class ShopifyTokens:
         return record.value or ""
 
     async def _take_lease(self, key: str, now: datetime) -> bool:
-        async with self.store.write_transaction() as connection:
-            result = await connection.execute(
-                update(TOKENS)
-                .where(
-                    TOKENS.c.key == key,
-                    or_(TOKENS.c.refresh_lease_until.is_(None), TOKENS.c.refresh_lease_until < now),
-                )
-                .values(refresh_lease_until=now + LEASE)
-            )
-        return result.rowcount == 1
+        return await self.store.take_refresh_lease(key, now=now, until=now + LEASE)
 
     async def _release_lease(self, key: str) -> None:
-        async with self.store.write_transaction() as connection:
-            await connection.execute(update(TOKENS).where(TOKENS.c.key == key).values(refresh_lease_until=None))
+        await self.store.end_refresh_lease(key)
 
     async def _wait_for_other_process(self, key: str) -> str | None:
         # Another process holds the lease and is talking to Shopify; its result lands in the row.
         deadline = utcnow() + LEASE
         while utcnow() < deadline:
             await asyncio.sleep(WAIT_STEP_SECONDS)
-            async with self.store.engine.connect() as connection:
-                lease = (
-                    await connection.execute(select(TOKENS.c.refresh_lease_until).where(TOKENS.c.key == key))
-                ).first()
-            if lease is None:
+            record = await self.store.get_record(key)
+            if record is None:
                 return None  # deleted meanwhile (uninstalled)
-            if lease[0] is None:
-                record = await self.store.get_record(key)
-                return None if record is None else record.value
+            if record.refresh_lease_until is None:
+                return record.value
         raise ProviderUnavailable("Another instance is refreshing this shop's token and has not finished; try again.")
 
     def _client_id(self) -> str:

@@ -1,4 +1,4 @@
-"""What the providers' revocation webhooks delete, each in one transaction, each safe to repeat.
+"""What the providers' revocation webhooks delete, each safe to repeat (DESIGN.md, "OAuth").
 
 - Shopify `app/uninstalled`: the shop's token (already revoked by Shopify). The shop's account link
   stays, so a reinstall lands in the same account. An uninstall older than the stored token (a
@@ -8,7 +8,10 @@
   account links stay, still theirs, so the same user reconnecting finds the same account. A Page
   removing the app (profile_id): that Page's token.
 - Facebook data deletion: as deauthorize, plus the Pages' account links; recorded with a code.
-- A signed_request handled once (by its payload's digest) is a duplicate: nothing more is deleted.
+
+A delivery (a webhook id, a signed_request's digest) seen before is a duplicate and deletes nothing.
+Otherwise the vault deletes first and the delivery is recorded after: the deletions are idempotent,
+so a crash in between only means the provider's retry deletes nothing more and records it.
 """
 
 from __future__ import annotations
@@ -16,15 +19,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select
+from sqlalchemy import insert, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service import keys
 from service.models import DeletionRequest, WebhookDelivery, utcnow
 from service.providers import shopify
-from service.store import TOKENS, TokenStore
+from service.vault import TokenStore
 
 DELIVERIES = WebhookDelivery.__table__
 DELETIONS = DeletionRequest.__table__
@@ -38,61 +42,52 @@ class WebhookOutcome:
     deleted: int = 0
 
 
+async def _seen(store: TokenStore, table: Any, column: Any, value: str) -> bool:
+    async with store.engine.connect() as connection:
+        return (await connection.execute(select(column).where(column == value))).first() is not None
+
+
+async def _record(store: TokenStore, row: Any) -> bool:
+    """Insert a bookkeeping row; False when another delivery of the same id recorded it first."""
+
+    def insert_row(connection: Connection) -> None:
+        connection.execute(row)
+
+    try:
+        await store.run_write(insert_row)
+    except IntegrityError:
+        return False
+    return True
+
+
+async def _once(
+    store: TokenStore, *, delivery_id: str, topic: str, shop: str | None, act: Callable[[], Awaitable[int]]
+) -> int | None:
+    """Run `act` unless `delivery_id` was handled before (then None), and record it as handled."""
+    if await _seen(store, DELIVERIES, DELIVERIES.c.webhook_id, delivery_id):
+        return None
+    deleted = await act()
+    row = insert(DELIVERIES).values(webhook_id=delivery_id, topic=topic, shop=shop, received_at=utcnow())
+    return deleted if await _record(store, row) else None
+
+
 async def shopify_webhook(
     store: TokenStore, *, webhook_id: str, topic: str, shop_domain: str | None, triggered_at: datetime | None
 ) -> WebhookOutcome:
-    try:
-        async with store.write_transaction() as connection:
-            # Recording the delivery and acting on it commit together: a failure redoes both.
-            await connection.execute(
-                insert(DELIVERIES).values(webhook_id=webhook_id, topic=topic, shop=shop_domain, received_at=utcnow())
-            )
-            deleted = 0
-            if topic in (UNINSTALL, SHOP_REDACT) and shop_domain is not None:
-                deleted = await _forget_shop(connection, shop_domain, topic, triggered_at)
-    except IntegrityError:
+    async def act() -> int:
+        if topic not in (UNINSTALL, SHOP_REDACT) or shop_domain is None:
+            return 0
+        shop_key = shopify.shop_key(shop_domain)
+        if topic == UNINSTALL:
+            return await store.forget_shop(shop_key, with_link=False, not_after=triggered_at)
+        return await store.forget_shop(shop_key, with_link=True)
+
+    deleted = await _once(store, delivery_id=webhook_id, topic=topic, shop=shop_domain, act=act)
+    if deleted is None:
         return WebhookOutcome("duplicate")
     if topic not in ACKNOWLEDGED_TOPICS | {UNINSTALL, SHOP_REDACT}:
         return WebhookOutcome("ignored")
     return WebhookOutcome("ok", deleted)
-
-
-async def _forget_shop(connection: AsyncConnection, domain: str, topic: str, triggered_at: datetime | None) -> int:
-    shop_key = shopify.shop_key(domain)
-    token_key = keys.shopify_token_key(shop_key)
-    if topic == UNINSTALL and triggered_at is not None:
-        updated = (await connection.execute(select(TOKENS.c.updated_at).where(TOKENS.c.key == token_key))).scalar()
-        if updated is not None and updated > triggered_at:
-            return 0
-    doomed = [token_key] if topic == UNINSTALL else [token_key, keys.shopify_uuid_key(shop_key)]
-    return (await connection.execute(delete(TOKENS).where(TOKENS.c.key.in_(doomed)))).rowcount
-
-
-async def _forget_user(connection: AsyncConnection, user_id: str, *, erase_links: bool) -> int:
-    # Page tokens and Page links both carry the user whose grant made them (granted_by).
-    page_ids = (
-        (await connection.execute(select(TOKENS.c.subject).where(TOKENS.c.granted_by == user_id))).scalars().all()
-    )
-    doomed = [keys.facebook_user_token_key(user_id)]
-    if erase_links:
-        doomed += [keys.page_uuid_key(page_id) for page_id in page_ids if page_id]
-    granted_tokens = and_(TOKENS.c.granted_by == user_id, TOKENS.c.type == "token")
-    result = await connection.execute(delete(TOKENS).where(or_(TOKENS.c.key.in_(doomed), granted_tokens)))
-    return result.rowcount
-
-
-async def _once(
-    store: TokenStore, *, delivery_id: str, topic: str, act: Callable[[AsyncConnection], Awaitable[int]]
-) -> int | None:
-    """Run `act` unless `delivery_id` was handled before (then None): recorded and acted on together."""
-    try:
-        async with store.write_transaction() as connection:
-            await connection.execute(
-                insert(DELIVERIES).values(webhook_id=delivery_id, topic=topic, received_at=utcnow())
-            )
-            return await act(connection)
-    except IntegrityError:
-        return None
 
 
 async def deauthorize_user(store: TokenStore, user_id: str, *, request_digest: str) -> int | None:
@@ -101,39 +96,38 @@ async def deauthorize_user(store: TokenStore, user_id: str, *, request_digest: s
         store,
         delivery_id=f"facebook:{request_digest}",
         topic="facebook/deauthorize",
-        act=lambda connection: _forget_user(connection, user_id, erase_links=False),
+        shop=None,
+        act=lambda: store.forget_facebook_user(user_id, erase_links=False),
     )
 
 
 async def remove_page(store: TokenStore, page_id: str, *, request_digest: str) -> int | None:
-    async def act(connection: AsyncConnection) -> int:
-        result = await connection.execute(delete(TOKENS).where(TOKENS.c.key == keys.page_token_key(page_id)))
-        return result.rowcount
-
-    return await _once(store, delivery_id=f"facebook:{request_digest}", topic="facebook/deauthorize", act=act)
+    return await _once(
+        store,
+        delivery_id=f"facebook:{request_digest}",
+        topic="facebook/deauthorize",
+        shop=None,
+        act=lambda: store.delete_tokens([keys.page_token_key(page_id)]),
+    )
 
 
 async def delete_user_data(store: TokenStore, user_id: str, *, request_digest: str) -> tuple[str, int]:
     """Erase what we hold about a Facebook user; return the confirmation code and the rows deleted.
 
-    The code is the request's keyed digest, so a replay of one request finds its own row (the primary
-    key) and erases nothing more: it answers the same code with 0 rows."""
+    The code is the request's keyed digest, so a replay of one request finds its own row and erases
+    nothing more: it answers the same code with 0 rows."""
     code = request_digest[:20]
-    try:
-        async with store.write_transaction() as connection:
-            deleted = await _forget_user(connection, user_id, erase_links=True)
-            await connection.execute(
-                insert(DELETIONS).values(
-                    confirmation_code=code,
-                    facebook_user_id=user_id,
-                    status="completed",
-                    deleted_rows=deleted,
-                    requested_at=utcnow(),
-                )
-            )
-    except IntegrityError:
+    if await _seen(store, DELETIONS, DELETIONS.c.confirmation_code, code):
         return code, 0
-    return code, deleted
+    deleted = await store.forget_facebook_user(user_id, erase_links=True)
+    row = insert(DELETIONS).values(
+        confirmation_code=code,
+        facebook_user_id=user_id,
+        status="completed",
+        deleted_rows=deleted,
+        requested_at=utcnow(),
+    )
+    return (code, deleted) if await _record(store, row) else (code, 0)
 
 
 async def deletion_request(store: TokenStore, code: str) -> dict | None:

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from service import migrate
 from service.crypto import KeyRing
 from service.settings import Settings, sqlite_url
-from service.store import TokenStore
+from service.vault import TokenStore
 
 STATE_SECRET = "test-state-token-secret-0123456789"
 PRIMARY_KEY = Fernet.generate_key().decode()

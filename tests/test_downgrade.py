@@ -9,7 +9,7 @@ import pytest
 
 from service import migrate
 from service.settings import Settings
-from service.store import TokenStore
+from service.vault import TokenStore
 from tests.command import assert_one_line_failure, salesbot
 from tests.conftest import base_environ, make_settings
 from tests.jobs.helpers import dump

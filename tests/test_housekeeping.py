@@ -15,7 +15,7 @@ from service.housekeeping import DELETION_RETENTION, DELIVERY_RETENTION, Pruned,
 from service.models import DeletionRequest, OAuthState, WebhookDelivery, utcnow
 from service.oauth_state import STATE_LIFETIME, begin_flow
 from service.settings import Settings
-from service.store import TokenStore
+from service.vault import TokenStore
 from tests.routes.helpers import count_states
 from tests.web import running_app
 
@@ -30,7 +30,7 @@ async def seed(store: TokenStore, now: datetime) -> None:
     """One row of each kind just past its time and one just inside it."""
     await start_flow(store, at=now - STATE_LIFETIME - timedelta(seconds=1))
     await start_flow(store, at=now - STATE_LIFETIME + timedelta(minutes=1))
-    async with store.write_transaction() as connection:
+    async with store.engine.begin() as connection:
         for name, age in (
             ("old", DELIVERY_RETENTION + timedelta(hours=1)),
             ("new", DELIVERY_RETENTION - timedelta(hours=1)),

@@ -17,7 +17,7 @@ from service.crypto import KeyRing
 from service.db import create_engine
 from service.errors import UndecryptableValue
 from service.settings import Settings
-from service.store import TokenStore
+from service.vault import TokenStore
 from tests.conftest import STATE_SECRET, make_settings
 from tests.seed_loader import SEED_ACCOUNT, SEED_FIXTURE_SECRET, SEED_ROWS, copy_seed_database
 

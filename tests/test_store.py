@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from service.errors import InvalidInput, UndecryptableValue
 from service.settings import Settings
-from service.store import TokenStore, TokenWrite
+from service.vault import TokenStore, TokenWrite
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -94,7 +94,7 @@ WRITER = """
 import asyncio, sys
 sys.path.insert(0, {root!r})
 from service.settings import Settings
-from service.store import TokenStore
+from service.vault import TokenStore
 
 async def main():
     settings = Settings.from_environ({environ!r}, env_file=None)

@@ -18,7 +18,7 @@ import httpx
 from service.app import create_app
 from service.sandbox import Sandbox, SandboxConfig
 from service.settings import Settings
-from service.store import TokenStore
+from service.vault import TokenStore
 from tests.conftest import base_environ
 
 SHOPIFY_KEY, SHOPIFY_SECRET = "shopify-test-key", "shpss_test_secret_value"

@@ -34,6 +34,7 @@ from service.db import BUSY_TIMEOUT_MS, sqlite_file
 from service.errors import UndecryptableValue
 from service.jobs.base import JobError
 from service.jobs.progress import Progress, Silent
+from service.vault.freshness import announce_replaced, change_version
 
 PAGES_PER_STEP = 256
 PG_MESSAGE = (
@@ -232,26 +233,16 @@ def _check_revision(path: Path) -> None:
 def _change_version(path: Path) -> int:
     connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
     try:
-        return int(connection.execute("SELECT version FROM token_version WHERE id = 1").fetchone()[0])
-    except (sqlite3.DatabaseError, TypeError):
-        return 0
+        return change_version(connection)
     finally:
         connection.close()
 
 
 def _announce_restore(path: Path, before: int) -> None:
-    """The backup API copies pages, so the change-log triggers never fire: move the counter well past
-    anything a running process has seen, which makes every cache (service/changes.py) drop everything."""
-    from service.changes import FULL_FLUSH_AFTER
-
     connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     try:
-        connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        restored = _change_version(path)
         with contextlib.suppress(sqlite3.OperationalError):  # a schema without the change log
-            connection.execute(
-                "UPDATE token_version SET version = ? WHERE id = 1", (max(before, restored) + FULL_FLUSH_AFTER + 1,)
-            )
+            announce_replaced(connection, before)
     finally:
         connection.close()
 

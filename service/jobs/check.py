@@ -24,16 +24,16 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-from sqlalchemy import Text, or_, type_coerce, update
 
 from service import keys
 from service.errors import ProviderError, ServiceError, TokenRevoked, UndecryptableValue
-from service.jobs.base import DEFAULT_BATCH_SIZE, RawRow, call_hook, count_rows, raw_batches
+from service.jobs.base import DEFAULT_BATCH_SIZE, call_hook, check_batch_size
 from service.jobs.progress import Progress, Silent
 from service.models import utcnow
 from service.providers import facebook, shopify
 from service.settings import Settings
-from service.store import TOKENS, TokenStore
+from service.vault import TokenStore
+from service.vault.bulk import StoredRow
 
 CONCURRENCY = 8
 LIVE, DEAD, UNKNOWN = "live", "dead", "unknown"
@@ -69,7 +69,7 @@ class CheckReport:
         return "\n".join(f"{name:<{width}}  {count:>10,}" for name, count in cells)
 
 
-def provider_of(row: RawRow) -> str | None:
+def provider_of(row: StoredRow) -> str | None:
     if row.provider:
         return row.provider
     if row.key == keys.SEED_FACEBOOK_USER_TOKEN:
@@ -94,7 +94,7 @@ class OnlineCheck:
                 app_secret=str(settings.facebook_app_secret),
             )
 
-    async def verdict(self, row: RawRow, token: str) -> tuple[str, str]:
+    async def verdict(self, row: StoredRow, token: str) -> tuple[str, str]:
         provider = provider_of(row)
         try:
             if provider == keys.SHOPIFY:
@@ -115,25 +115,6 @@ class OnlineCheck:
         return UNKNOWN, "no provider known for this key"
 
 
-async def _mark_dead(store: TokenStore, rows: list[RawRow], when: datetime) -> int:
-    if not rows:
-        return 0
-    marked = 0
-    async with store.write_transaction() as connection:
-        for row in rows:
-            result = await connection.execute(
-                update(TOKENS)
-                .where(
-                    TOKENS.c.key == row.key,
-                    type_coerce(TOKENS.c.value, Text) == row.value,
-                    or_(TOKENS.c.expires_at.is_(None), TOKENS.c.expires_at > when),
-                )
-                .values(expires_at=when)
-            )
-            marked += result.rowcount
-    return marked
-
-
 async def check_tokens(
     store: TokenStore,
     *,
@@ -151,30 +132,28 @@ async def check_tokens(
     when = now or utcnow()
     checker = OnlineCheck(client, settings) if online and client is not None and settings is not None else None
     gate = asyncio.Semaphore(CONCURRENCY)
-    ring = store.keyring
+    check_batch_size(batch_size)
     progress = progress or Silent()
-    progress.total = await count_rows(store)
+    progress.total = await store.bulk.count()
 
-    async def ask(row: RawRow, token: str) -> tuple[RawRow, str, str]:
+    async def ask(row: StoredRow, token: str) -> tuple[StoredRow, str, str]:
         assert checker is not None
         async with gate:
             return (row, *await checker.verdict(row, token))
 
-    async for batch in raw_batches(store, batch_size):
+    async for batch in store.bulk.batches(batch_size):
         questions = []
         for row in batch:
             report.rows += 1
             try:
-                token = ring.decrypt(row.value, key_name=row.key)
-                if row.refresh_token is not None:
-                    ring.decrypt(row.refresh_token, key_name=row.key)
+                token = store.bulk.decrypt(row)
             except UndecryptableValue:
                 report.unreadable.append(row.key)
                 continue
             report.readable += 1
             if checker is not None and row.type == "token":
                 questions.append(ask(row, token))
-        dead_rows: list[RawRow] = []
+        dead_rows: list[StoredRow] = []
         for row, verdict, why in await asyncio.gather(*questions):
             if verdict == LIVE:
                 report.live += 1
@@ -183,7 +162,7 @@ async def check_tokens(
                 dead_rows.append(row)
             else:
                 report.unknown.append((row.key, why))
-        report.marked += await _mark_dead(store, dead_rows, when)
+        report.marked += await store.bulk.mark_expired(dead_rows, when)
         progress.update(len(batch))
         await call_hook(after_batch, report.rows)
     progress.finish(report.summary())

@@ -61,7 +61,7 @@ def _status(ok: bool) -> int:
 
 async def _rotate(args: argparse.Namespace) -> int:
     from service.jobs.rotate import rotate_keys
-    from service.store import TokenStore
+    from service.vault import TokenStore
 
     async with TokenStore.open(_settings(args)) as store:
         report = await rotate_keys(
@@ -81,7 +81,7 @@ def _print_import(report: Any) -> None:
 
 async def _import_env(args: argparse.Namespace) -> int:
     from service.jobs.import_env import import_env
-    from service.store import TokenStore
+    from service.vault import TokenStore
 
     settings = _settings(args)
     env_file = Path(args.source_env_file) if args.source_env_file else settings.env_file
@@ -111,7 +111,7 @@ def _secret_from(name: str, settings: Settings) -> str:
 
 async def _import_db(args: argparse.Namespace) -> int:
     from service.jobs.import_db import import_db, source_ring
-    from service.store import TokenStore
+    from service.vault import TokenStore
 
     settings = _settings(args)
     label = args.secret_env or "STATE_TOKEN_SECRET"
@@ -159,7 +159,7 @@ async def _check(args: argparse.Namespace) -> int:
     import httpx
 
     from service.jobs.check import check_tokens
-    from service.store import TokenStore
+    from service.vault import TokenStore
 
     settings = _settings(args)
     async with TokenStore.open(settings) as store:

@@ -28,8 +28,8 @@ from service.errors import UndecryptableValue
 from service.jobs.base import DEFAULT_BATCH_SIZE, JobError, call_hook
 from service.jobs.import_env import ImportReport
 from service.jobs.progress import Progress, Silent
-from service.jobs.writing import SKIPPED, Outcome, write_batch
-from service.store import TokenStore, TokenWrite
+from service.vault import TokenStore, TokenWrite
+from service.vault.bulk import SKIPPED, Outcome
 
 REQUIRED_COLUMNS = ("key", "value", "type")
 # Our columns that come along when the other database has them; the rest is recomputed here.
@@ -155,7 +155,7 @@ async def import_db(
                     unreadable.append(Outcome(str(row["key"]), SKIPPED, f"unreadable with {secret_label}'s key"))
                 first = False
             report.add(unreadable)
-            report.add(await write_batch(store, writes, overwrite=overwrite, dry_run=dry_run))
+            report.add(await store.bulk.import_writes(writes, overwrite=overwrite, dry_run=dry_run))
             seen += len(rows)
             progress.update(len(rows))
             await call_hook(after_batch, seen)

@@ -30,8 +30,8 @@ from typing import Any
 from service import keys, settings
 from service.jobs.base import DEFAULT_BATCH_SIZE, JobError, call_hook
 from service.jobs.progress import Progress, Silent
-from service.jobs.writing import IMPORTED, REPLACED, SKIPPED, UNCHANGED, Outcome, write_batch
-from service.store import TokenWrite
+from service.vault import TokenWrite
+from service.vault.bulk import IMPORTED, REPLACED, SKIPPED, UNCHANGED, Outcome
 
 BARE_USER_TOKEN_WARNING = (
     "FACEBOOK_USER_ACCESS_TOKEN is the seed's one global user token: imported as-is, but it is not tied "
@@ -141,7 +141,7 @@ async def import_env(
     done = 0
     for start in range(0, len(writes), batch_size):
         batch = writes[start : start + batch_size]
-        report.add(await write_batch(store, batch, overwrite=overwrite, dry_run=dry_run))
+        report.add(await store.bulk.import_writes(batch, overwrite=overwrite, dry_run=dry_run))
         done += len(batch)
         progress.update(len(batch))
         await call_hook(after_batch, done)

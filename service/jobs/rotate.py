@@ -1,15 +1,11 @@
 """`salesbot keys rotate`: re-encrypt every stored value under the primary key, while the service runs.
 
 Rows are read in key order, a batch at a time, and re-encrypted outside any lock; each batch is then
-written in one write transaction with a compare-and-swap per row:
-
-    UPDATE tokens SET value = v.new, refresh_token = v.new_refresh FROM (VALUES ...) v
-    WHERE tokens.key = v.key AND tokens.value = v.old AND tokens.refresh_token IS v.old_refresh
-
-so a token the service wrote after we read it (already under the primary key, since the service
-always encrypts with it) is never replaced by our copy of the older value. Such rows are re-read and
-retried at the end. The plaintext never changes, only the ciphertext; `updated_at` is left alone
-because the token itself did not change.
+written in one write transaction with a compare-and-swap per row (the stored ciphertexts must still be
+the ones read: service/vault/bulk.py), so a token the service wrote after we read it (already under the
+primary key, since the service always encrypts with it) is never replaced by our copy of the older
+value. Such rows are re-read and retried at the end. The plaintext never changes, only the
+ciphertext; `updated_at` is left alone because the token itself did not change.
 
 Resumable by construction: a row already under the primary key is skipped, so a run killed half way
 and started again carries on, and a second run rewrites nothing. Rows no key can open are named and
@@ -18,17 +14,15 @@ left as they are; the run then ends with exit status 1.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import text
-
-from service.crypto import KeyRing
-from service.errors import UndecryptableValue
-from service.jobs.base import DEFAULT_BATCH_SIZE, RawRow, call_hook, count_rows, raw_batches
+from service.jobs.base import DEFAULT_BATCH_SIZE, call_hook, check_batch_size
 from service.jobs.progress import Progress, Silent
-from service.store import TOKENS, TokenStore
+from service.vault import TokenStore
+from service.vault.bulk import Rotation
+from service.vault.planner import Swap
 
 RETRY_ROUNDS = 3
 
@@ -62,60 +56,6 @@ class RotateReport:
         return ", ".join(parts) + "."
 
 
-@dataclass(frozen=True)
-class _Plan:
-    key: str
-    old_value: str
-    new_value: str
-    old_refresh: str | None
-    new_refresh: str | None
-
-
-def _plan(ring: KeyRing, row: RawRow, report: RotateReport) -> _Plan | None:
-    value_current = ring.is_current(row.value)
-    refresh_current = row.refresh_token is None or ring.is_current(row.refresh_token)
-    if value_current and refresh_current:
-        report.already_current += 1
-        return None
-    try:
-        new_value = row.value if value_current else ring.rotate(row.value, key_name=row.key)
-        new_refresh = row.refresh_token
-        if row.refresh_token is not None and not refresh_current:
-            new_refresh = ring.rotate(row.refresh_token, key_name=f"{row.key} (refresh token)")
-    except UndecryptableValue:
-        report.unreadable.append(row.key)
-        return None
-    return _Plan(row.key, row.value, new_value, row.refresh_token, new_refresh)
-
-
-async def _write(store: TokenStore, plans: Sequence[_Plan]) -> list[str]:
-    """Compare-and-swap the planned rows in one statement; return the keys whose stored value changed
-    under us. One UPDATE ... FROM (VALUES ...) RETURNING per batch (SQLite >= 3.35 and PostgreSQL),
-    so a batch costs one round trip, not one per row."""
-    if not plans:
-        return []
-    same = "IS" if store.engine.dialect.name == "sqlite" else "IS NOT DISTINCT FROM"
-    rows = ", ".join(
-        f"(CAST(:k{n} AS TEXT), CAST(:o{n} AS TEXT), CAST(:n{n} AS TEXT), CAST(:ro{n} AS TEXT), CAST(:rn{n} AS TEXT))"
-        for n in range(len(plans))
-    )
-    statement = text(
-        f"WITH v(k, o, n, ro, rn) AS (VALUES {rows}) "
-        "UPDATE tokens SET value = v.n, refresh_token = v.rn FROM v "
-        f"WHERE tokens.key = v.k AND tokens.value = v.o AND tokens.refresh_token {same} v.ro "
-        "RETURNING tokens.key"
-    )
-    params: dict[str, str | None] = {}
-    for n, plan in enumerate(plans):
-        params.update(
-            {f"k{n}": plan.key, f"o{n}": plan.old_value, f"n{n}": plan.new_value}
-            | {f"ro{n}": plan.old_refresh, f"rn{n}": plan.new_refresh}
-        )
-    async with store.write_transaction() as connection:
-        written = set((await connection.execute(statement, params)).scalars())
-    return [plan.key for plan in plans if plan.key not in written]
-
-
 async def rotate_keys(
     store: TokenStore,
     *,
@@ -128,22 +68,22 @@ async def rotate_keys(
     """Move every row to the primary key. `after_batch(rows_seen)` runs after each committed batch and
     `before_write(keys)` between a batch's read and its write (hooks for tests and the benchmark)."""
     report = RotateReport(dry_run=dry_run)
+    check_batch_size(batch_size)
     progress = progress or Silent()
-    progress.total = await count_rows(store)
-    ring = store.keyring
+    progress.total = await store.bulk.count()
     retry: list[str] = []
-    async for batch in raw_batches(store, batch_size):
+    async for batch in store.bulk.batches(batch_size):
         report.rows += len(batch)
-        plans = [plan for row in batch if (plan := _plan(ring, row, report)) is not None]
+        swaps = _found(store.bulk.rotation(batch), report)
         if dry_run:
-            report.rewritten += len(plans)
+            report.rewritten += len(swaps)
         else:
             if before_write is not None:
-                keys = [plan.key for plan in plans]
+                keys = [swap.key for swap in swaps]
                 await call_hook(lambda _, keys=keys: before_write(keys), 0)
-            missed = await _write(store, plans)
-            report.rewritten += len(plans) - len(missed)
-            retry.extend(missed)
+            swapped = await store.bulk.swap(swaps)
+            report.rewritten += len(swapped)
+            retry.extend(swap.key for swap in swaps if swap.key not in swapped)
         progress.update(len(batch))
         await call_hook(after_batch, report.rows)
 
@@ -156,17 +96,23 @@ async def rotate_keys(
     return report
 
 
+def _found(rotation: Rotation, report: RotateReport) -> list[Swap]:
+    report.already_current += rotation.current
+    report.unreadable.extend(rotation.unreadable)
+    return rotation.swaps
+
+
 async def _retry(store: TokenStore, keys: list[str], report: RotateReport) -> list[str]:
     """Re-read rows whose compare-and-swap missed; most are now under the primary key already."""
     missed: list[str] = []
     for start in range(0, len(keys), DEFAULT_BATCH_SIZE):
         chunk = keys[start : start + DEFAULT_BATCH_SIZE]
-        rows = [row async for batch in raw_batches(store, len(chunk), where=TOKENS.c.key.in_(chunk)) for row in batch]
-        scratch = RotateReport()
-        plans = [plan for row in rows if (plan := _plan(store.keyring, row, scratch)) is not None]
-        report.changed_meanwhile += scratch.already_current + (len(chunk) - len(rows))  # rewritten or deleted
-        report.unreadable.extend(scratch.unreadable)
-        again = await _write(store, plans)
-        report.rewritten += len(plans) - len(again)
-        missed.extend(again)
+        rows = await store.bulk.rows(chunk)
+        rotation = store.bulk.rotation(rows)
+        # Rows now under the primary key, or deleted, were rewritten by the service meanwhile.
+        report.changed_meanwhile += rotation.current + (len(chunk) - len(rows))
+        report.unreadable.extend(rotation.unreadable)
+        swapped = await store.bulk.swap(rotation.swaps)
+        report.rewritten += len(swapped)
+        missed.extend(swap.key for swap in rotation.swaps if swap.key not in swapped)
     return missed

@@ -18,7 +18,7 @@ from starlette.types import Message
 from service.errors import NotConfigured, ServiceError
 from service.refresh import ShopifyTokens
 from service.settings import Settings
-from service.store import TokenStore
+from service.vault import TokenStore
 
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
 

@@ -13,7 +13,6 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from service import keys, revocations
-from service.accounts import connect_facebook
 from service.errors import (
     AccessDenied,
     FacebookUserOwnedElsewhere,
@@ -39,7 +38,7 @@ from service.routes.common import (
     wants_json,
 )
 from service.settings import Settings
-from service.store import TokenWrite
+from service.vault import TokenWrite
 
 MAX_FORM_BYTES = 16 * 1024
 SINGLE_PARAMETERS = ("code", "state", "error", "error_reason")
@@ -145,8 +144,7 @@ async def callback(request: Request) -> Response:
         )
         for page in pages
     ]
-    joined = await connect_facebook(
-        app.store,
+    joined = await app.store.connect_facebook(
         user_id=user_id,
         user_token=user_write,
         pages=page_writes,

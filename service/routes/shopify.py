@@ -10,7 +10,6 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from service import keys, revocations
-from service.accounts import connect_shop
 from service.errors import (
     InvalidCallback,
     InvalidShop,
@@ -24,7 +23,7 @@ from service.oauth_state import begin_flow, finish_flow
 from service.providers import shopify
 from service.routes.common import browser_nonce, client_ip, read_body, require_settings, services, session_account
 from service.settings import Settings
-from service.store import TokenWrite
+from service.vault import TokenWrite
 
 MAX_WEBHOOK_BYTES = 1 << 20
 
@@ -91,8 +90,7 @@ async def callback(request: Request) -> Response:
     )
     granted = shopify.check_scopes(flow.scopes, ",".join(token.scopes))
     shop_key = shopify.shop_key(domain)
-    joined = await connect_shop(
-        app.store,
+    joined = await app.store.connect_shop(
         shop_key=shop_key,
         token=TokenWrite(
             keys.shopify_token_key(shop_key),

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import text
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from service import keys
 from service.routes.common import PRIVATE_PAGE_HEADERS, services, session_account, templates, wants_json
-from service.store import TokenRecord
+from service.vault import TokenRecord
 
 
 def _when(moment: datetime | None) -> str | None:
@@ -71,8 +70,7 @@ async def logout(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
-    async with services(request).store.engine.connect() as connection:
-        await connection.execute(text("SELECT 1"))
+    await services(request).store.ping()  # a database that does not answer is a 503 (service/app.py)
     return JSONResponse({"status": "ok"})
 
 

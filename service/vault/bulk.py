@@ -54,12 +54,12 @@ class Outcome:
 
 @dataclass
 class Rotation:
-    """One batch of `keys rotate`."""
+    """What `keys rotate` finds in a batch: rows already under the primary key, rows no key opens, and
+    the new ciphertexts for the rest."""
 
-    current: int = 0  # already under the primary key
-    rewritten: list[str] = field(default_factory=list)
-    missed: list[str] = field(default_factory=list)  # rewritten by someone else since they were read
+    current: int = 0
     unreadable: list[str] = field(default_factory=list)
+    swaps: list[Swap] = field(default_factory=list)
 
 
 def _row(values: Sequence[Any]) -> StoredRow:
@@ -98,39 +98,33 @@ class Bulk:
             self._ring.decrypt(row.refresh_token, key_name=f"{row.key} (refresh token)")
         return self._ring.decrypt(row.value, key_name=row.key)
 
-    async def rotate(self, rows: Sequence[StoredRow], *, dry_run: bool = False) -> Rotation:
-        """Re-encrypt every row not under the primary key yet, compare-and-swap on what was read."""
+    def rotation(self, rows: Sequence[StoredRow]) -> Rotation:
+        """Re-encrypt, under the primary key, every row not under it yet (nothing is written here)."""
         rotation = Rotation()
-        swaps: list[Swap] = []
+        ring = self._ring
         for row in rows:
-            swap = self._swap(row, rotation)
-            if swap is not None:
-                swaps.append(swap)
-        if dry_run:
-            rotation.rewritten = [swap.key for swap in swaps]
-            return rotation
-        (swapped,) = await self._store.write(plan_swaps(swaps)) if swaps else ([],)
-        done = set(swapped)
-        rotation.rewritten = [swap.key for swap in swaps if swap.key in done]
-        rotation.missed = [swap.key for swap in swaps if swap.key not in done]
+            value_current = ring.is_current(row.value)
+            refresh_current = row.refresh_token is None or ring.is_current(row.refresh_token)
+            if value_current and refresh_current:
+                rotation.current += 1
+                continue
+            try:
+                new = row.value if value_current else ring.rotate(row.value, key_name=row.key)
+                new_refresh = row.refresh_token
+                if row.refresh_token is not None and not refresh_current:
+                    new_refresh = ring.rotate(row.refresh_token, key_name=f"{row.key} (refresh token)")
+            except UndecryptableValue:
+                rotation.unreadable.append(row.key)
+                continue
+            rotation.swaps.append(Swap(row.key, row.value, new, row.refresh_token, new_refresh))
         return rotation
 
-    def _swap(self, row: StoredRow, rotation: Rotation) -> Swap | None:
-        ring = self._ring
-        value_current = ring.is_current(row.value)
-        refresh_current = row.refresh_token is None or ring.is_current(row.refresh_token)
-        if value_current and refresh_current:
-            rotation.current += 1
-            return None
-        try:
-            new = row.value if value_current else ring.rotate(row.value, key_name=row.key)
-            new_refresh = row.refresh_token
-            if row.refresh_token is not None and not refresh_current:
-                new_refresh = ring.rotate(row.refresh_token, key_name=f"{row.key} (refresh token)")
-        except UndecryptableValue:
-            rotation.unreadable.append(row.key)
-            return None
-        return Swap(row.key, row.value, new, row.refresh_token, new_refresh)
+    async def swap(self, swaps: Sequence[Swap]) -> set[str]:
+        """Write new ciphertexts where the rows still hold the ones read; the keys swapped."""
+        if not swaps:
+            return set()
+        (swapped,) = await self._store.write(plan_swaps(swaps))
+        return set(swapped)
 
     async def mark_expired(self, rows: Sequence[StoredRow], when: datetime) -> int:
         """Mark tokens found dead: expires_at = when, unless rewritten meanwhile or expiring sooner."""
@@ -139,9 +133,7 @@ class Bulk:
         (marked,) = await self._store.write(plan_mark_expired([(row.key, row.value) for row in rows], when))
         return len(marked)
 
-    async def import_writes(
-        self, writes: Sequence[TokenWrite], *, overwrite: bool, dry_run: bool
-    ) -> list[Outcome]:
+    async def import_writes(self, writes: Sequence[TokenWrite], *, overwrite: bool, dry_run: bool) -> list[Outcome]:
         """Store each write unless a different value is already there (or `overwrite`), in one transaction;
         written as the flows write (accounts linked), and a row written by someone else meanwhile is
         reported, never replaced."""

@@ -28,7 +28,7 @@ MISSING: Final = object()  # not in the cache (None is a cached "no such key")
 @dataclass(frozen=True, slots=True)
 class Entry:
     value: str
-    expires_at: datetime | None | _Unknown = UNKNOWN
+    expires_at: datetime | _Unknown | None = UNKNOWN
     refreshable: bool = False  # a refresh token is stored beside it
 
 
@@ -50,7 +50,7 @@ class TokenCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: str) -> Entry | None | object:
+    def get(self, key: str) -> Entry | object | None:
         """The entry (None: known absent), or MISSING."""
         entry = self._entries.get(key, MISSING)
         if entry is MISSING:

@@ -9,6 +9,7 @@ and one connection per process LISTENs; while it is not listening the cache is n
 from __future__ import annotations
 
 import sqlite3
+
 from service.vault import sql
 from service.vault.cache import TokenCache
 
@@ -53,6 +54,23 @@ class DataVersion:
         """This process's writer committed versions (before, after] and settled their keys itself."""
         if self.seen == before:
             self.seen = after
+
+
+def change_version(connection: sqlite3.Connection) -> int:
+    """The newest entry of a SQLite file's change log (0 when it has none, or no log)."""
+    try:
+        return int(connection.execute(sql.CHANGE_VERSION).fetchone()[0])
+    except sqlite3.DatabaseError:
+        return 0
+
+
+def announce_replaced(connection: sqlite3.Connection, before: int) -> None:
+    """After a SQLite file's pages were replaced under running processes (`restore`: the backup API
+    fires no trigger), make the log jump past anything they have seen, so each drops its whole cache.
+    `before` is the log's version before the replacement."""
+    prepared = sql.for_dialect(sql.CHANGE_GAP, sql.SQLITE)
+    seq = max(before, change_version(connection)) + FULL_FLUSH_AFTER + 1
+    connection.execute(prepared.text, sql.bind(prepared, {"seq": seq}, sql.SQLITE))
 
 
 class Notifications:

@@ -59,7 +59,9 @@ def _linked(rows: dict[str, _Row], link_key: str, token_key: str) -> str | None:
     return None
 
 
-def _plan(ring: KeyRing, now: datetime, account: str, writes: Sequence[TokenWrite], links: Sequence[TokenWrite]) -> Plan:
+def _plan(
+    ring: KeyRing, now: datetime, account: str, writes: Sequence[TokenWrite], links: Sequence[TokenWrite]
+) -> Plan:
     placed = [
         TokenWrite(write.key, write.value, write.type, {**write.metadata, "account_uuid": account})
         for write in [*writes, *links]

@@ -165,6 +165,16 @@ def plan_mark_expired(rows: Sequence[tuple[str, str]], when: datetime) -> Plan:
     return Plan([Step(sql.MARK_EXPIRED, params, returning=True)] if params else [], {key for key, _ in rows})
 
 
+def plan_metadata(key: str, fields: Mapping[str, Any], ring: KeyRing) -> Plan:
+    """Set metadata columns of an existing row, its value untouched; the step returns the key if found."""
+    params = {
+        name: ring.encrypt(value) if name == "refresh_token" and value is not None else value
+        for name, value in fields.items()
+    }
+    statement = sql.set_columns(frozenset(params))
+    return Plan([Step(statement, [{**params, "key": key}], returning=True)], {key})
+
+
 def plan_take_lease(key: str, now: datetime, until: datetime) -> Plan:
     return Plan([Step(sql.TAKE_LEASE, [{"key": key, "now": now, "until": until}], returning=True)])
 

@@ -16,13 +16,13 @@ import asyncpg
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.db import is_unavailable
 from service.vault import sql
 from service.vault.batching import Batcher
 from service.vault.cache import Ticket, TokenCache
 from service.vault.freshness import CHANNEL, Notifications
 from service.vault.planner import Plan
 from service.vault.writes import Decided, Job, ReadWrite, Write
-
 
 # As pg_stat_activity shows them.
 READER_NAME, WRITER_NAME = "salesbot vault reader", "salesbot vault writer"
@@ -60,8 +60,24 @@ class PostgresBackend:
         prepared = sql.for_dialect(statement, sql.POSTGRES)
         args = sql.bind(prepared, params, sql.POSTGRES)
         async with self._reader_lock:
-            connection = await self._reader_connection()
-            return list(await connection.fetch(prepared.text, *args))
+            try:
+                return list(await (await self._reader_connection()).fetch(prepared.text, *args))
+            except Exception as error:
+                if not self._drop_if_lost(error, "_reader"):
+                    raise
+            # The server dropped the connection (a restart, pg_terminate_backend): once more, on a new one.
+            return list(await (await self._reader_connection()).fetch(prepared.text, *args))
+
+    def _drop_if_lost(self, error: Exception, attribute: str) -> bool:
+        """Forget a connection the error says is gone; True when a retry on a new one is worth it."""
+        connection: asyncpg.Connection | None = getattr(self, attribute)
+        if connection is None or not (connection.is_closed() or is_unavailable(error)):
+            return False
+        connection.terminate()
+        setattr(self, attribute, None)
+        if attribute == "_reader":
+            self.freshness.stopped()
+        return True
 
     async def _reader_connection(self) -> asyncpg.Connection:
         if self._reader is None or self._reader.is_closed():
@@ -93,7 +109,15 @@ class PostgresBackend:
         return await asyncio.shield(asyncio.ensure_future(self._run_here(units)))
 
     async def _run_here(self, units: Sequence[Write | ReadWrite]) -> list[Any]:
-        connection = await self._writer_connection()
+        try:
+            return await self._run_on(await self._writer_connection(), units)
+        except Exception as error:
+            # A connection the server dropped fails before anything commits: once more, on a new one.
+            if not self._drop_if_lost(error, "_writer"):
+                raise
+        return await self._run_on(await self._writer_connection(), units)
+
+    async def _run_on(self, connection: asyncpg.Connection, units: Sequence[Write | ReadWrite]) -> list[Any]:
         plans: list[tuple[Plan, Ticket | None]] = []
         first = units[0]
         if len(units) == 1 and isinstance(first, Write) and _one_statement(first.plan):
@@ -119,7 +143,9 @@ class PostgresBackend:
         found = []
         for statement, params in unit.reads:
             read = sql.for_dialect(statement, sql.POSTGRES)
-            found.append([tuple(record) for record in await connection.fetch(read.text, *sql.bind(read, params, sql.POSTGRES))])
+            found.append(
+                [tuple(record) for record in await connection.fetch(read.text, *sql.bind(read, params, sql.POSTGRES))]
+            )
         plan, result = unit.decide(found)
         returned = await run_plan(connection, plan)
         plans.append((plan, None))

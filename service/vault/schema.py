@@ -13,11 +13,60 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.crypto import EncryptedText
 from service.errors import InvalidInput
-from service.models import Account, Token, TokenChange
+from service.models import Base, UTCDateTime, utcnow
 
 
-# (Moved here from service/models.py when the old store goes.)
+class Account(Base):
+    __tablename__ = "accounts"
+
+    uuid: Mapped[str] = mapped_column(String(36), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+def _without_nulls(column: str) -> Index:
+    # Rows without an account or a granting user (many) write no index entry (revision 0006).
+    where = text(f"{column} IS NOT NULL")
+    return Index(f"ix_tokens_{column}", column, sqlite_where=where, postgresql_where=where)
+
+
+class Token(Base):
+    __tablename__ = "tokens"
+    __table_args__ = (_without_nulls("account_uuid"), _without_nulls("granted_by"))
+
+    # The seed's three columns, names and meaning unchanged.
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    value: Mapped[str] = mapped_column(EncryptedText())
+    type: Mapped[str] = mapped_column(Text)
+
+    account_uuid: Mapped[str | None] = mapped_column(ForeignKey("accounts.uuid"))
+    provider: Mapped[str | None] = mapped_column(String(16))  # "shopify" | "facebook"
+    subject: Mapped[str | None] = mapped_column(Text)  # the shop domain, Page id or Facebook user id
+    granted_by: Mapped[str | None] = mapped_column(Text)  # the Facebook user whose grant gave a Page token or link
+    scopes: Mapped[str | None] = mapped_column(Text)  # comma-separated, as the provider granted them
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    refresh_token: Mapped[str | None] = mapped_column(EncryptedText())
+    refresh_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # A process refreshing this Shopify token holds the lease until then (vault/refresh.py).
+    refresh_lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class TokenChange(Base):
+    """SQLite's change log: the key of every change to a token's value or expiry, in commit order."""
+
+    __tablename__ = "token_changes"
+
+    # SQLite: the rowid (one b-tree, assigned on insert). PostgreSQL keeps the table, empty (revision 0006).
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=False
+    )
+    key: Mapped[str] = mapped_column(Text)
 
 
 TOKEN_TYPES = ("token", "uuid")

@@ -82,9 +82,7 @@ def bind(prepared: Prepared, row: Mapping[str, Any], dialect: str) -> tuple[Any,
             json.dumps(list(row[name])) if name in prepared.lists else to_disk(row[name], dialect)
             for name in prepared.names
         )
-    return tuple(
-        list(row[name]) if name in prepared.lists else to_disk(row[name], dialect) for name in prepared.names
-    )
+    return tuple(list(row[name]) if name in prepared.lists else to_disk(row[name], dialect) for name in prepared.names)
 
 
 # --- reads ---------------------------------------------------------------------------------------
@@ -117,12 +115,13 @@ CIPHERTEXTS = "SELECT key, value FROM tokens WHERE key IN :keys"
 CHANGE_VERSION = "SELECT coalesce(max(seq), 0) FROM token_changes"
 CHANGED_KEYS = "SELECT key FROM token_changes WHERE seq > :after AND seq <= :upto ORDER BY seq"
 
-
 ADVISORY_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"
 
-# --- writes ---
+# --- writes --------------------------------------------------------------------------------------
 
-PRUNE_CHANGES = "DELETE FROM token_changes WHERE seq <= :upto"-----------------------------------------------------------------------------------
+PRUNE_CHANGES = "DELETE FROM token_changes WHERE seq <= :upto"
+# A jump no reader can catch up across key by key: every process drops its whole cache (restore).
+CHANGE_GAP = "INSERT INTO token_changes (seq, key) VALUES (:seq, '')"
 
 ENSURE_ACCOUNT = "INSERT INTO accounts (uuid, created_at) VALUES (:account, :now) ON CONFLICT (uuid) DO NOTHING"
 # The token beside a UUID entry belongs to the entry's account, as the seed meant it.
@@ -146,8 +145,13 @@ FORGET_FACEBOOK_USER = (
     "(SELECT 'PAGE_UUID_' || subject FROM tokens AS page WHERE page.granted_by = :user))) RETURNING key"
 )
 # Compare-and-swap: only while the stored ciphertexts are still the ones read (keys rotate, tokens check).
-_SAME = "value = :old AND (refresh_token = CAST(:old_refresh AS TEXT) OR (refresh_token IS NULL AND CAST(:old_refresh AS TEXT) IS NULL))"
-SWAP_CIPHERTEXTS = f"UPDATE tokens SET value = :new, refresh_token = :new_refresh WHERE key = :key AND {_SAME} RETURNING key"
+_SAME = (
+    "value = :old AND (refresh_token = CAST(:old_refresh AS TEXT) "
+    "OR (refresh_token IS NULL AND CAST(:old_refresh AS TEXT) IS NULL))"
+)
+SWAP_CIPHERTEXTS = (
+    f"UPDATE tokens SET value = :new, refresh_token = :new_refresh WHERE key = :key AND {_SAME} RETURNING key"
+)
 MARK_EXPIRED = (
     "UPDATE tokens SET expires_at = :when WHERE key = :key AND value = :old "
     "AND (expires_at IS NULL OR expires_at > :when) RETURNING key"
@@ -159,6 +163,12 @@ TAKE_LEASE = (
 )
 END_LEASE = "UPDATE tokens SET refresh_lease_until = NULL WHERE key = :key"
 LEASE = "SELECT refresh_lease_until FROM tokens WHERE key = :key"
+
+
+@functools.cache
+def set_columns(columns: frozenset[str]) -> str:
+    assignments = ", ".join(f"{name} = :{name}" for name in sorted(columns))
+    return f"UPDATE tokens SET {assignments} WHERE key = :key RETURNING key"
 
 
 @functools.cache

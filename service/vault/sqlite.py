@@ -37,7 +37,9 @@ class SQLiteBackend:
 
     def __init__(self, path: Path, keyring: KeyRing, cache: TokenCache) -> None:
         self._cache = cache
-        self._reader = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+        self._reader = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+        )
         self._reader.execute("PRAGMA query_only=ON")
         self._cursor = self._reader.cursor()
         self.freshness = DataVersion(self._cursor, cache)

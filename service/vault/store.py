@@ -25,13 +25,28 @@ from service.models import utcnow
 from service.settings import Settings
 from service.vault import linking, sql
 from service.vault.batching import Batcher
-from service.vault.linking import Joined
-from service.vault.cache import MISSING, UNKNOWN, Entry, Ticket, TokenCache
-from service.vault.planner import Plan, Step, plan_delete, plan_writes
-from service.vault.postgres import PostgresBackend
-from service.vault.schema import RECORD_COLUMNS, TokenRecord, TokenWrite, validate_key, validate_write
-from service.vault.sqlite import SQLiteBackend
 from service.vault.bulk import Bulk
+from service.vault.cache import MISSING, UNKNOWN, Entry, Ticket, TokenCache
+from service.vault.linking import Joined
+from service.vault.planner import (
+    Plan,
+    Step,
+    plan_delete,
+    plan_end_lease,
+    plan_metadata,
+    plan_take_lease,
+    plan_writes,
+)
+from service.vault.postgres import PostgresBackend
+from service.vault.schema import (
+    METADATA_COLUMNS,
+    RECORD_COLUMNS,
+    TokenRecord,
+    TokenWrite,
+    validate_key,
+    validate_write,
+)
+from service.vault.sqlite import SQLiteBackend
 from service.vault.writes import Decided, Job, ReadWrite, Write
 
 if TYPE_CHECKING:
@@ -196,6 +211,16 @@ class TokenStore:
         await self.write(Plan([Step(sql.ENSURE_ACCOUNT, [{"account": account, "now": utcnow()}])]))
         return account
 
+    async def set_metadata(self, key: str, **fields: Any) -> bool:
+        """Set metadata columns (provider, scopes, expires_at ...) of a stored row, its value and
+        `updated_at` untouched; False when no row has this key."""
+        validate_key(key)
+        unknown = set(fields) - METADATA_COLUMNS
+        if unknown or not fields:
+            raise InvalidInput(f"Unknown token fields: {', '.join(sorted(unknown)) or '(none given)'}.")
+        (found,) = await self.write(plan_metadata(key, fields, self._ring))
+        return bool(found)
+
     async def link_to_account(self, key: str, account_uuid: str) -> bool:
         validate_key(key)
         if keys.as_uuid(account_uuid) != account_uuid:
@@ -213,7 +238,9 @@ class TokenStore:
     async def connect_shop(self, *, shop_key: str, token: TokenWrite, session_account: str | None) -> Joined:
         """Store a connected shop's token under the account its identity allows (vault/linking.py)."""
         validate_write(token)
-        unit = linking.connect_shop(self._ring, utcnow(), shop_key=shop_key, token=token, session_account=session_account)
+        unit = linking.connect_shop(
+            self._ring, utcnow(), shop_key=shop_key, token=token, session_account=session_account
+        )
         return (await self.read_write(unit)).result  # type: ignore[no-any-return]
 
     async def connect_facebook(
@@ -281,6 +308,14 @@ class TokenStore:
         if self.shopify_tokens is None:
             raise NotConfigured("This store has no Shopify client attached (service.refresh.ShopifyTokens).")
         return await self.shopify_tokens.get(shop)
+
+    async def take_refresh_lease(self, key: str, *, now: datetime, until: datetime) -> bool:
+        """Take the row's refresh lease unless another process holds one that has not run out."""
+        (taken,) = await self.write(plan_take_lease(key, now, until))
+        return bool(taken)
+
+    async def end_refresh_lease(self, key: str) -> None:
+        await self.write(plan_end_lease(key))
 
     # --- writes for the rest of the service ------------------------------------------------------
 

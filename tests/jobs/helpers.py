@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 from service.settings import Settings
-from service.store import TokenStore
+from service.vault import TokenStore
 from tests.conftest import base_environ, make_settings
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -51,7 +51,7 @@ async def write_raw(store: TokenStore, fernet: Fernet, rows: Iterable[tuple[str,
         }
         for key, value, kind, refresh in rows
     ]
-    async with store.write_transaction() as connection:
+    async with store.engine.begin() as connection:  # as another program would: not through the vault
         await connection.execute(sa.insert(RAW_TOKENS), payload)
 
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 
-from sqlalchemy import update
+from sqlalchemy import text
 
 from service.settings import Settings
-from service.store import TOKENS
 from tests.jobs.helpers import ACCOUNT, ROOT, dump, opened
 
 
@@ -24,8 +23,8 @@ async def test_backfill_sets_provider_subject_and_account_then_is_idempotent(mig
     async with opened(migrated) as store:
         await store.store_token("USER_UUID_acme", ACCOUNT, type="uuid")
         await store.store_token("SHOPIFY_ACCESS_TOKEN_acme", "shpat-by-hand")
-        async with store.write_transaction() as connection:  # as if typed at a sqlite3 prompt
-            await connection.execute(update(TOKENS).values(provider=None, subject=None, account_uuid=None))
+        async with store.engine.begin() as connection:  # as if typed at a sqlite3 prompt
+            await connection.execute(text("UPDATE tokens SET provider = NULL, subject = NULL, account_uuid = NULL"))
         assert await backfill(store, dry_run=True) == 2
         assert (await store.get_record("SHOPIFY_ACCESS_TOKEN_acme")).provider is None
         assert await backfill(store) == 2

@@ -47,7 +47,7 @@ def account_for(shop: str) -> str:
 
 async def _write_forever(round_no: int, ack_path: str) -> None:
     from service.settings import Settings
-    from service.store import TokenStore, TokenWrite
+    from service.vault import TokenStore, TokenWrite
 
     ack = os.open(ack_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
@@ -80,7 +80,7 @@ async def _write_forever(round_no: int, ack_path: str) -> None:
 
 def zygote(ack_path: str) -> None:
     """Read "spawn N" lines; fork a writer for each; report "pid P" and, when it dies, "exit P STATUS"."""
-    import service.store  # noqa: F401  (imported once, before any fork)
+    import service.vault  # noqa: F401  (imported once, before any fork)
 
     for line in sys.stdin:
         command = line.split()

@@ -21,7 +21,7 @@ import uvicorn
 from service.app import create_app
 from service.sandbox import Sandbox, SandboxConfig
 from service.settings import Settings
-from service.store import TokenStore
+from service.vault import TokenStore
 from tests.conftest import base_environ
 from tests.web import FACEBOOK_APP_ID, FACEBOOK_SECRET, SHOPIFY_KEY, SHOPIFY_SECRET
 

@@ -93,7 +93,7 @@ def test_keys_rotate_killed_at_random_points_then_finishes(tmp_path: Path) -> No
 
     import asyncio
 
-    from service.store import TokenStore, TokenWrite
+    from service.vault import TokenStore, TokenWrite
 
     settings = _migrated(_environ(db, old))
 

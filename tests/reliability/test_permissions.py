@@ -15,7 +15,7 @@ from service import migrate
 from service.crypto import KeyRing
 from service.security import insecure_files
 from service.settings import Settings, sqlite_url
-from service.store import TokenStore
+from service.vault import TokenStore
 from tests.demo_server import free_port, wait_healthy
 from tests.reliability.crash_harness import ROOT
 

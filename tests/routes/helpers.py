@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 from sqlalchemy import text
 
-from service.store import TokenStore
+from service.vault import TokenStore
 from tests.web import SHOPIFY_SECRET
 
 

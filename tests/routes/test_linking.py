@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import httpx
 
 from service.settings import Settings
-from service.store import TokenStore, TokenWrite
+from service.vault import TokenStore, TokenWrite
 from tests.routes.helpers import error_code
 from tests.web import Web, connect_facebook, connect_shopify, running_app, status_json
 

@@ -7,12 +7,10 @@ from datetime import timedelta
 
 import httpx
 
-from service.crypto import KeyRing
-from service.db import create_engine
 from service.models import utcnow
 from service.refresh import ShopifyTokens
 from service.settings import Settings
-from service.store import TokenStore
+from service.vault import TokenStore
 from tests.web import Web, connect_shopify, running_app
 
 SHOP = "acme-7cu19ngr.myshopify.com"
@@ -57,18 +55,15 @@ async def test_two_instances_on_one_database_refresh_once(migrated: Settings) ->
     async with running_app(migrated.database_url) as web:
         await connect_shopify(web.browser)
         await expire_soon(web)
-        # A second instance: its own engine, store, locks and HTTP client; only the database is shared.
-        ring = KeyRing.from_settings(web.settings)
-        engine = create_engine(web.settings.database_url, keyring=ring)
-        other_store = TokenStore(engine, ring)
-        other_http = httpx.AsyncClient(transport=web.outbound)
-        other_store.shopify_tokens = ShopifyTokens(other_store, web.settings, other_http)
-        try:
+        # A second instance: its own connections, cache, locks and HTTP client; only the database is shared.
+        async with (
+            TokenStore.open(web.settings) as other_store,
+            httpx.AsyncClient(transport=web.outbound) as other_http,
+        ):
+            other_store.shopify_tokens = ShopifyTokens(other_store, web.settings, other_http)
             results = await asyncio.gather(
                 *(store.get_shopify_token(SHOP) for store in (web.store, other_store) for _ in range(5))
             )
-        finally:
-            await engine.dispose()
         assert refresh_calls(web) == 1
         assert len(set(results)) == 1
         assert web.sandbox.valid_shopify_tokens(SHOP) == {results[0]}

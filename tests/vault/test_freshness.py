@@ -111,9 +111,10 @@ async def test_concurrent_misses_of_one_key_ask_the_database_once(migrated: Sett
         assert cold.stats["queries"] == 1
         different = await asyncio.gather(*(cold.get_token(f"K{n}") for n in range(1, 40)))
         assert different == [f"v{n}" for n in range(1, 40)]
-        # SQLite reads each miss at once (no batch to wait for); PostgreSQL sends one query, then one
-        # for all the misses queued behind it.
-        assert cold.stats["queries"] - 1 == (39 if backend == "sqlite" else 2)
+        # SQLite reads each miss at once (no batch to wait for); PostgreSQL answers all of them with
+        # one query (or two: one sent at once, one for all queued behind it).
+        queries = cold.stats["queries"] - 1
+        assert queries == 39 if backend == "sqlite" else queries in (1, 2)
 
 
 async def test_the_cache_is_bounded(migrated: Settings) -> None:
@@ -204,13 +205,17 @@ async def test_a_change_made_outside_the_service_is_seen(vault: TokenStore, migr
         shell.close()
         assert await vault.get_token(key) == "after"
     else:
-        psql = await asyncpg.connect(make_url(migrated.database_url).set(drivername="postgresql").render_as_string(False))
+        psql = await asyncpg.connect(
+            make_url(migrated.database_url).set(drivername="postgresql").render_as_string(False)
+        )
         await psql.execute("UPDATE tokens SET value = $1 WHERE key = $2", ciphertext, key)
         await psql.close()
         await seen_within(vault, key, "after", NOTIFY_WITHIN)
 
 
-async def test_a_lost_listener_is_not_trusted_and_comes_back(vault: TokenStore, migrated: Settings, backend: str) -> None:
+async def test_a_lost_listener_is_not_trusted_and_comes_back(
+    vault: TokenStore, migrated: Settings, backend: str
+) -> None:
     if backend == "sqlite":
         return  # SQLite has no listener: data_version is read on every hit (tested above)
     key = "FACEBOOK_ACCESS_TOKEN_8"

@@ -1,9 +1,9 @@
-"""service/jobs/writing.py: a batch goes in a few statements, and comes out as `store.upsert` row by row.
+"""The write planner: a batch goes in a few statements and ends as the same writes one at a time do;
+the seed's account rule holds whatever the order; imports report and never replace what they must not.
 
-The imports write a batch as runs of one statement shape (plain tokens through service/bulk_upsert.py,
-UUID entries with their own account and the link to the token beside them). These tests hold that
-equal, table for table, to what the store's own per-row upsert (the OAuth flows' path) makes of the
-same writes from the same starting rows, in key order (import-db) and UUID entries first (import-env).
+A batch is planned as runs of one statement shape (an executemany each), the per-write path as one
+plan per write. These tests hold the two equal, table for table, from the same starting rows, in key
+order (import-db), UUID entries first (import-env) and interleaved.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
-from service.bulk_upsert import upsert_all
-from service.jobs.writing import IMPORTED, REPLACED, SKIPPED, UNCHANGED, _claim, write_batch
+from service.crypto import KeyRing
+from service.models import utcnow
 from service.settings import Settings
-from service.store import TokenStore, TokenWrite
-from tests.jobs.helpers import ACCOUNT, OTHER_ACCOUNT, opened
+from service.vault import TokenStore, TokenWrite
+from service.vault.bulk import IMPORTED, REPLACED, SKIPPED, UNCHANGED
+from service.vault.planner import ABSENT, plan_writes
+from tests.jobs.helpers import ACCOUNT, OTHER_ACCOUNT, ciphertexts, opened
 
 THIRD_ACCOUNT = "9d8c7b6a-5f4e-4d3c-8b2a-1f0e9d8c7b6a"
 EXPIRES = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -57,8 +59,8 @@ ORDERS = {
 async def _state(store: TokenStore) -> tuple[list, list]:
     """Every row, values decrypted, timestamps left out (they say when, not what)."""
     records = [
-        dataclasses.replace(record, created_at=None, updated_at=None)
-        for record in await store._records(sa.true())  # values decrypted, as stored
+        dataclasses.replace(await store.get_record(listed.key), created_at=None, updated_at=None)
+        for listed in await store.list_tokens()
     ]
     async with store.engine.connect() as connection:
         accounts = (await connection.execute(sa.text("SELECT uuid FROM accounts ORDER BY uuid"))).scalars().all()
@@ -66,27 +68,24 @@ async def _state(store: TokenStore) -> tuple[list, list]:
 
 
 async def _reset(store: TokenStore) -> None:
-    async with store.write_transaction() as connection:
-        await connection.execute(sa.text("DELETE FROM tokens"))
+    await store.delete_tokens([record.key for record in await store.list_tokens()])
+    async with store.engine.begin() as connection:
         await connection.execute(sa.text("DELETE FROM accounts"))
-    async with store.write_transaction() as connection:
-        for write in BEFORE:
-            await store.upsert(connection, write)
+    for write in BEFORE:
+        await store.store_tokens([write])
 
 
 @pytest.mark.parametrize("order", ORDERS)
-async def test_batched_writes_equal_the_stores_upsert_row_by_row(migrated: Settings, order: str) -> None:
+async def test_one_batch_ends_as_the_same_writes_one_at_a_time(migrated: Settings, order: str) -> None:
     writes = ORDERS[order]
     async with opened(migrated) as store:
         await _reset(store)
-        async with store.write_transaction() as connection:
-            for write in writes:
-                await store.upsert(connection, write)
+        for write in writes:
+            await store.store_tokens([write])
         expected = await _state(store)
 
         await _reset(store)
-        async with store.write_transaction() as connection:
-            await upsert_all(connection, writes)
+        await store.store_tokens(writes)
         assert await _state(store) == expected
 
     records = {record.key: record for record in expected[0]}
@@ -94,15 +93,16 @@ async def test_batched_writes_equal_the_stores_upsert_row_by_row(migrated: Setti
     assert records["FACEBOOK_ACCESS_TOKEN_p2"].account_uuid == ACCOUNT  # moved with its UUID entry
     assert records["SHOPIFY_ACCESS_TOKEN_s5"].account_uuid == OTHER_ACCOUNT
     assert records["FACEBOOK_USER_ACCESS_TOKEN_u1"].account_uuid == THIRD_ACCOUNT
+    assert records["PAGE_UUID_p4"].account_uuid is None  # not a UUID: names no account
     assert THIRD_ACCOUNT in expected[1]
 
 
-async def test_a_mixed_batch_reports_and_links_through_write_batch(migrated: Settings) -> None:
+async def test_an_import_reports_each_row_and_links_as_the_flows_do(migrated: Settings) -> None:
     async with opened(migrated) as store:
         await _reset(store)
-        outcomes = await write_batch(store, ORDERS["key order"], overwrite=False, dry_run=False)
+        outcomes = await store.bulk.import_writes(ORDERS["key order"], overwrite=False, dry_run=False)
         statuses = {outcome.key: outcome.status for outcome in outcomes}
-        again = await write_batch(store, ORDERS["key order"], overwrite=False, dry_run=False)
+        again = await store.bulk.import_writes(ORDERS["key order"], overwrite=False, dry_run=False)
         records = {record.key: record for record in await store.list_tokens()}
         assert await store.get_token("FACEBOOK_ACCESS_TOKEN_p2") == "EAA-p2-old"
     assert statuses["FACEBOOK_ACCESS_TOKEN_p2"] == SKIPPED and statuses["PAGE_UUID_p2"] == SKIPPED
@@ -116,7 +116,7 @@ async def test_a_mixed_batch_reports_and_links_through_write_batch(migrated: Set
     assert records["SHOPIFY_ACCESS_TOKEN_s3"].account_uuid == ACCOUNT
 
     async with opened(migrated) as store:
-        replaced = await write_batch(store, ORDERS["key order"], overwrite=True, dry_run=False)
+        replaced = await store.bulk.import_writes(ORDERS["key order"], overwrite=True, dry_run=False)
         records = {record.key: record for record in await store.list_tokens()}
     assert {outcome.key for outcome in replaced if outcome.status == REPLACED} == {
         "FACEBOOK_ACCESS_TOKEN_p2",
@@ -126,16 +126,36 @@ async def test_a_mixed_batch_reports_and_links_through_write_batch(migrated: Set
     assert records["FACEBOOK_ACCESS_TOKEN_p2"].account_uuid == ACCOUNT
 
 
-async def test_a_claim_never_takes_a_row_someone_else_wrote(migrated: Settings) -> None:
+async def test_a_guarded_write_never_takes_a_row_someone_else_wrote(migrated: Settings) -> None:
+    # What an import's guards mean: write only if the row is still absent, or still holds the
+    # ciphertext that was read; otherwise leave it and report the key as not written.
     async with opened(migrated) as store:
         await store.store_token("FACEBOOK_ACCESS_TOKEN_taken", "EAA-theirs")
-        async with store.write_transaction() as connection:
-            claimed = await _claim(
-                connection,
-                [TokenWrite("FACEBOOK_ACCESS_TOKEN_taken", "EAA-ours"), TokenWrite("FACEBOOK_ACCESS_TOKEN_free", "x")],
-                store.keyring.encrypt("claimed"),
-            )
-            await upsert_all(connection, [TokenWrite("FACEBOOK_ACCESS_TOKEN_free", "EAA-free")])
-        assert claimed == {"FACEBOOK_ACCESS_TOKEN_free"}
+        await store.store_token("FACEBOOK_ACCESS_TOKEN_read", "EAA-read")
+        read = (await ciphertexts(store))["FACEBOOK_ACCESS_TOKEN_read"][0]
+        await store.store_token("FACEBOOK_ACCESS_TOKEN_moved", "EAA-before")
+        stale = (await ciphertexts(store))["FACEBOOK_ACCESS_TOKEN_moved"][0]
+        await store.store_token("FACEBOOK_ACCESS_TOKEN_moved", "EAA-after")  # rewritten since it was read
+        writes = [
+            TokenWrite("FACEBOOK_ACCESS_TOKEN_taken", "EAA-ours"),
+            TokenWrite("FACEBOOK_ACCESS_TOKEN_free", "EAA-free"),
+            TokenWrite("FACEBOOK_ACCESS_TOKEN_read", "EAA-replaced"),
+            TokenWrite("FACEBOOK_ACCESS_TOKEN_moved", "EAA-ours"),
+        ]
+        guards = {
+            "FACEBOOK_ACCESS_TOKEN_taken": ABSENT,
+            "FACEBOOK_ACCESS_TOKEN_free": ABSENT,
+            "FACEBOOK_ACCESS_TOKEN_read": read,
+            "FACEBOOK_ACCESS_TOKEN_moved": stale,
+        }
+        written = await store.write(
+            plan_writes(writes, ring=KeyRing.from_settings(migrated), now=utcnow(), guards=guards)
+        )
+        assert sorted(key for keys in written for key in keys) == [
+            "FACEBOOK_ACCESS_TOKEN_free",
+            "FACEBOOK_ACCESS_TOKEN_read",
+        ]
         assert await store.get_token("FACEBOOK_ACCESS_TOKEN_taken") == "EAA-theirs"
+        assert await store.get_token("FACEBOOK_ACCESS_TOKEN_moved") == "EAA-after"
         assert await store.get_token("FACEBOOK_ACCESS_TOKEN_free") == "EAA-free"
+        assert await store.get_token("FACEBOOK_ACCESS_TOKEN_read") == "EAA-replaced"
