@@ -14,19 +14,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import sqlite3
 import stat
 from pathlib import Path
 
-from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import inspect, text
-
 from service.crypto import derive_seed_key
-from service.db import create_engine, sqlite_file
+from service.db import sqlite_file
 from service.errors import SettingsError
 from service.settings import MIN_SECRET_LENGTH, Settings
+from service.vault.probe import values_under
 
 logger = logging.getLogger("salesbot.security")
 
@@ -36,7 +32,7 @@ def check_secret(settings: Settings) -> None:
     if not settings.weak_secret:
         return
     length = len(str(settings.state_token_secret))
-    if _values_under_secret(settings):
+    if values_under(settings.database_url, derive_seed_key(str(settings.state_token_secret))):
         logger.warning(
             "STATE_TOKEN_SECRET is %d characters (under %d), but stored values are encrypted under it, so it is "
             "kept: add a key to TOKEN_ENCRYPTION_KEYS, run `salesbot keys rotate`, then replace the secret.",
@@ -48,46 +44,6 @@ def check_secret(settings: Settings) -> None:
         f"STATE_TOKEN_SECRET is {length} characters; use at least {MIN_SECRET_LENGTH} random ones: `salesbot init` "
         "writes a .env with one (or run: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')."
     )
-
-
-def _opens(fernet: Fernet, value: object) -> bool:
-    try:
-        fernet.decrypt(str(value).encode())
-    except InvalidToken:
-        return False
-    return True
-
-
-def _values_under_secret(settings: Settings) -> bool:
-    """Does any stored value open with the key the seed derives from STATE_TOKEN_SECRET? Stops at the first."""
-    fernet = Fernet(derive_seed_key(str(settings.state_token_secret)))
-    path = sqlite_file(settings.database_url)
-    if path is not None:
-        if not path.is_file():
-            return False
-        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            return any(_opens(fernet, value) for (value,) in connection.execute("SELECT value FROM tokens"))
-        except sqlite3.OperationalError:  # no tokens table yet
-            return False
-        finally:
-            connection.close()
-    return asyncio.run(_postgres_values_under(settings.database_url, fernet))
-
-
-async def _postgres_values_under(url: str, fernet: Fernet) -> bool:
-    engine = create_engine(url)
-    try:
-        async with engine.connect() as connection:
-            if not await connection.run_sync(lambda sync: inspect(sync).has_table("tokens")):
-                return False
-            rows = await connection.stream(text("SELECT value FROM tokens"))
-            async for (value,) in rows:
-                if _opens(fernet, value):
-                    return True
-            return False
-    finally:
-        await engine.dispose()
 
 
 def _loose(path: Path, *, directory: bool = False) -> str | None:

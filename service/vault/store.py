@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from service import keys
 from service.crypto import KeyRing
 from service.db import create_engine, sqlite_file
-from service.errors import InvalidInput, NotConfigured, SchemaOutOfDate, SettingsError, UndecryptableValue
-from service.migrate import current_revision, head_revision
+from service.errors import InvalidInput, NotConfigured, SettingsError, UndecryptableValue
+from service.migrate import require_head
 from service.models import utcnow
 from service.settings import Settings
 from service.vault import linking, sql
@@ -103,7 +103,7 @@ class TokenStore:
         store: TokenStore | None = None
         try:
             if check_schema:
-                await _check_schema(engine)
+                await require_head(engine)
             path = sqlite_file(settings.database_url)
             if engine.dialect.name == "sqlite":
                 if path is None:
@@ -125,7 +125,7 @@ class TokenStore:
         await self._backend.aclose()
 
     async def check_schema(self) -> None:
-        await _check_schema(self.engine)
+        await require_head(self.engine)
 
     async def ping(self) -> None:
         """One round trip to the database: raises when it does not answer."""
@@ -426,14 +426,6 @@ def _fields(plain: Sequence[Any]) -> dict[str, Any]:
 
 def _listed(row: Sequence[Any]) -> TokenRecord:
     return TokenRecord(value=None, **_fields(row))
-
-
-async def _check_schema(engine: AsyncEngine) -> None:
-    current, head = await current_revision(engine), head_revision()
-    if current != head:
-        raise SchemaOutOfDate(
-            f"The database is at revision {current or 'none'} and this code needs {head}: run `salesbot migrate`."
-        )
 
 
 __all__ = ["REFRESH_MARGIN", "TokenRecord", "TokenStore", "TokenWrite"]
