@@ -1,8 +1,9 @@
 """The token path under the bot's load: ours next to the seed's TokenStorage and a raw floor.
 
-    .venv/bin/python scripts/bench.py                       # full size, all workloads (a few minutes)
+    .venv/bin/python scripts/bench.py                       # full size, all workloads (about 20 minutes)
     .venv/bin/python scripts/bench.py --quick               # small sizes, one round: a smoke run
     .venv/bin/python scripts/bench.py --workloads 1,2 --rounds 5 --seed PATH/TO/seed
+    .venv/bin/python scripts/bench.py --workloads 6,7,8,9,10,11   # the vault's workloads (scripts/bench_vault.py)
 
 Without the seed chapter (no --seed folder, no SALESBOT_SEED_DIR, no `shared/seed` beside the checkout)
 it says so in one line and runs ours and the floor.
@@ -25,6 +26,11 @@ runs, in fresh temporary files, on this machine and disk, in one run.
            clients; the ceiling is a bare Starlette endpoint on the same uvicorn.
 5 start-up time from launching `salesbot serve` to the first 200 from /healthz; peak RSS (VmHWM) of
            the server after workload 4. Floor: a bare Starlette app under uvicorn.
+
+6-11, in scripts/bench_vault.py (its docstring says what each measures): 6 one caller's sequential
+store_token, 7 one caller's cold get_token, 8 both on PostgreSQL, 9 freshness across processes, 10 a
+listing of 1,000,000 tokens, 11 get_shopify_token against get_token. PostgreSQL (--postgres) gets a
+scratch database made and dropped by the run; when it does not answer, one line says so and the rest runs.
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ from cryptography.fernet import Fernet  # noqa: E402
 from service import migrate  # noqa: E402
 from service.crypto import KeyRing, derive_seed_key  # noqa: E402
 from service.settings import Settings, sqlite_url  # noqa: E402
-from service.store import TokenStore, TokenWrite  # noqa: E402
+from service.vault import TokenStore, TokenWrite  # noqa: E402
 from tests.demo_server import free_port, stop  # noqa: E402
 from tests.seed_loader import DEFAULT_SEED_DIR, load_seed_module, seed_chapter_present  # noqa: E402
 
@@ -158,12 +164,13 @@ SEED_TABLE = "CREATE TABLE IF NOT EXISTS tokens (key TEXT PRIMARY KEY, value TEX
 class Sides:
     """Databases and settings for one round: ours (migrated by Alembic), the seed's, the floor's."""
 
-    def __init__(self, directory: Path, seed_module: object | None) -> None:
+    def __init__(self, directory: Path, seed_module: object | None, key: str | None = None) -> None:
+        # key: our TOKEN_ENCRYPTION_KEYS (a new key unless given; scripts/bench_vault.py gives the seed's).
         self.directory = directory
         self.seed_module = seed_module
         self.environ = {
             "STATE_TOKEN_SECRET": SECRET,
-            "TOKEN_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+            "TOKEN_ENCRYPTION_KEYS": key or Fernet.generate_key().decode(),
             "DATABASE_URL": sqlite_url(directory / "ours.db"),
         }
         self.settings = Settings.from_environ(self.environ, env_file=None)
@@ -249,7 +256,7 @@ async def ours_reads(settings: Settings, lookups: Sequence[str], write_every: in
         started = time.perf_counter()
         await asyncio.gather(*(worker(n) for n in range(CONCURRENCY)))
         elapsed = time.perf_counter() - started
-        queries = store.cache.queries
+        queries = store.stats["queries"]
     return latency_result(len(lookups), elapsed, latencies, stale=stale, errors=errors, queries=queries)
 
 
@@ -357,7 +364,7 @@ async def ours_writes(settings: Settings, count: int) -> Result:
         started = time.perf_counter()
         await asyncio.gather(*(writer(n) for n in range(CONCURRENCY)))
         elapsed = time.perf_counter() - started
-        batches = store._writes.batches
+        batches = store.stats["write_batches"]
     return latency_result(count, elapsed, latencies, errors=errors, synchronous=synchronous, batches=batches)
 
 
@@ -792,8 +799,14 @@ def main() -> None:
     parser.add_argument("--lookups", type=int, default=100_000)
     parser.add_argument("--writes", type=int, default=5_000)
     parser.add_argument("--connections", type=int, default=2_000)
-    parser.add_argument("--workloads", default="1,2,3,4,5")
-    parser.add_argument("--quick", action="store_true", help="1 round, 2,000 tokens, 20,000 lookups, 1,000 writes")
+    parser.add_argument("--workloads", default="1,2,3,4,5,6,7,8,9,10,11")
+    parser.add_argument("--quick", action="store_true", help="1 round and small sizes: a smoke run")
+    parser.add_argument(
+        "--postgres",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="a server for workloads 8, 9 and 11, which make and drop a database of their own (default: %(default)s)",
+    )
+    parser.add_argument("--listing-tokens", type=int, help="workload 10's size (default 1,000,000; --quick 5,000)")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.tokens, args.lookups, args.writes, args.connections = 1, 2_000, 20_000, 1_000, 300
@@ -819,6 +832,10 @@ def main() -> None:
             print_server_workloads(run_server_workloads(args), args)
         else:
             print("4. connect / 5. start-up: PENDING (service/routes/shopify.py and service/sandbox.py not there yet)")
+    if wanted & set(range(6, 12)):
+        from scripts import bench_vault  # here, not at the top: it imports this module
+
+        bench_vault.run(wanted, args)
 
 
 if __name__ == "__main__":
