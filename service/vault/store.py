@@ -111,8 +111,9 @@ class TokenStore:
                 backend: Backend = SQLiteBackend(path, keyring, cache)
             else:
                 backend = PostgresBackend(settings.database_url, cache, engine)
-                await backend.start()
             store = cls(backend, engine=engine, keyring=keyring, cache=cache)
+            if isinstance(backend, PostgresBackend):
+                await backend.start()  # listening before the first read, so the cache serves at once
             yield store
         finally:
             if store is not None:
