@@ -1,9 +1,9 @@
 """The batching loop: what callers submit while a batch runs waits for the next one (DESIGN.md, "The vault").
 
-One task runs batches one at a time, so batches grow with the load and a lone item goes straight
-through. Writes use it as group commit (one transaction, one commit per batch; a failed batch is
-retried item by item, so one bad write fails only its caller); PostgreSQL cache misses use it to
-answer many lookups with one query.
+Batches run one at a time, so they grow with the load; an item that arrives while nothing runs goes
+straight through, in its caller's task (no queue, no task switch). Writes use it as group commit (one
+transaction, one commit per batch; a failed batch is retried item by item, so one bad write fails
+only its caller); PostgreSQL cache misses use it to answer many lookups with one query.
 """
 
 from __future__ import annotations
@@ -27,22 +27,41 @@ class Batcher(Generic[T, R]):
         self._isolate = isolate_failures
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
         self._task: asyncio.Task[None] | None = None
+        self._direct = False  # an item is running in its caller's task
         self.batches = 0
 
     async def submit(self, item: T) -> R:
         """The item's result once its batch ran; raises what running it (alone, if isolated) raised."""
+        if not self._direct and not self._queue and (self._task is None or self._task.done()):
+            return await self._run_direct(item)
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         future.add_done_callback(_retrieve)
         self._queue.append((item, future))
-        if self._task is None or self._task.done():
+        if not self._direct and (self._task is None or self._task.done()):
             self._task = asyncio.create_task(self._loop())
         # Shielded: a caller that stops waiting does not take its item back out of a running batch.
         return await asyncio.shield(future)
 
+    async def _run_direct(self, item: T) -> R:
+        # Items that arrive meanwhile queue; the loop starts for them once this one is done. The
+        # runner itself must finish what it started if this caller is cancelled (the backends do).
+        self._direct = True
+        self.batches += 1
+        try:
+            (result,) = await self._run([item])
+            return result
+        finally:
+            self._direct = False
+            if self._queue:
+                self._task = asyncio.create_task(self._loop())
+
     async def drain(self) -> None:
         """Wait until everything submitted so far has run."""
-        while self._task is not None and not self._task.done():
-            await asyncio.shield(self._task)
+        while self._direct or (self._task is not None and not self._task.done()):
+            if self._task is None or self._task.done():
+                await asyncio.sleep(0)  # a direct run is finishing in its caller's task
+            else:
+                await asyncio.shield(self._task)
 
     async def _loop(self) -> None:
         while self._queue:

@@ -74,12 +74,12 @@ class Bulk:
         self._ring = ring
 
     async def count(self) -> int:
-        return int((await self._backend.fetch(sql.COUNT, {}))[0][0])
+        return int((await self._backend.scan(sql.COUNT, {}))[0][0])
 
     async def batches(self, size: int) -> AsyncIterator[list[StoredRow]]:
         after = ""
         while True:
-            rows = [_row(row) for row in await self._backend.fetch(sql.RAW_BATCH, {"after": after, "limit": size})]
+            rows = [_row(row) for row in await self._backend.scan(sql.RAW_BATCH, {"after": after, "limit": size})]
             if not rows:
                 return
             yield rows

@@ -7,29 +7,31 @@ ticket back, so a load that read before a change committed answers its own calle
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final
 
 DEFAULT_MAX_SIZE = 20_000
-
-
-class _Unknown:
-    def __repr__(self) -> str:
-        return "UNKNOWN"
-
-
-UNKNOWN: Final = _Unknown()  # an expiry this process did not read (a write that did not name it)
+# A Shopify token that expires within this is refreshed before it is handed out.
+REFRESH_MARGIN = timedelta(minutes=5)
 MISSING: Final = object()  # not in the cache (None is a cached "no such key")
 
 
 @dataclass(frozen=True, slots=True)
 class Entry:
     value: str
-    expires_at: datetime | _Unknown | None = UNKNOWN
-    refreshable: bool = False  # a refresh token is stored beside it
+    # When (Unix time) a refresh is due: expiry minus REFRESH_MARGIN, if a refresh token is stored;
+    # inf when it never is; None when this process does not know (a write that named neither).
+    refresh_due: float | None = None
+
+    @classmethod
+    def of(cls, value: str, expires_at: datetime | None, refreshable: bool) -> Entry:
+        if not refreshable or expires_at is None:
+            return cls(value, math.inf)
+        return cls(value, (expires_at - REFRESH_MARGIN).timestamp())
 
 
 class Ticket:
@@ -65,6 +67,11 @@ class TokenCache:
         for key in keys:
             self._tickets[key] = ticket
         return ticket
+
+    def put(self, key: str, entry: Entry | None) -> None:
+        """Store what was just read where nothing can have changed it since (SQLite's inline reads).
+        A write's claim on the key stays: when it settles, its newer entry wins."""
+        self._put(key, entry)
 
     def holds(self, key: str, ticket: Ticket) -> bool:
         return self._tickets.get(key) is ticket

@@ -17,7 +17,7 @@ from typing import Any
 from service import keys
 from service.crypto import KeyRing
 from service.vault import sql
-from service.vault.cache import UNKNOWN, Entry
+from service.vault.cache import Entry
 from service.vault.schema import TokenWrite
 
 ABSENT = None  # a guard: write only if no row has this key yet
@@ -36,8 +36,10 @@ class Plan:
     touched: set[str] = field(default_factory=set)  # keys whose cached entry the plan may change
     entries: dict[str, Entry | None] = field(default_factory=dict)  # what the cache may hold once committed
 
-    def then(self, other: Plan) -> Plan:
-        return Plan(self.steps + other.steps, self.touched | other.touched, {**self.entries, **other.entries})
+    def changed(self, returned: Sequence[Sequence[Any]]) -> set[str]:
+        """The keys whose cached entry this plan may have changed, once run: those it names, and those
+        its returning steps returned (a delete by condition knows its keys only then)."""
+        return self.touched.union(*returned) if returned else self.touched
 
 
 @dataclass(frozen=True)
@@ -89,8 +91,8 @@ def _row(write: TokenWrite, ring: KeyRing, now: datetime, guard: tuple[bool, str
 def _entry(write: TokenWrite) -> Entry:
     metadata = write.metadata
     if "expires_at" in metadata and "refresh_token" in metadata:
-        return Entry(write.value, metadata["expires_at"], metadata["refresh_token"] is not None)
-    return Entry(write.value, UNKNOWN, False)
+        return Entry.of(write.value, metadata["expires_at"], metadata["refresh_token"] is not None)
+    return Entry(write.value)  # when a refresh is due is not known: get_shopify_token reads it
 
 
 def plan_writes(

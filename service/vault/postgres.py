@@ -68,6 +68,8 @@ class PostgresBackend:
             # The server dropped the connection (a restart, pg_terminate_backend): once more, on a new one.
             return list(await (await self._reader_connection()).fetch(prepared.text, *args))
 
+    scan = fetch  # one connection for every read: no event loop to spare here
+
     def _drop_if_lost(self, error: Exception, attribute: str) -> bool:
         """Forget a connection the error says is gone; True when a retry on a new one is worth it."""
         connection: asyncpg.Connection | None = getattr(self, attribute)
@@ -104,9 +106,18 @@ class PostgresBackend:
         return self._writer
 
     async def _run_batch(self, units: Sequence[Write | ReadWrite]) -> list[Any]:
-        # In a task of its own, shielded: a batch whose COMMIT was sent finishes and settles the cache
-        # even when whoever waited for it is cancelled.
-        return await asyncio.shield(asyncio.ensure_future(self._run_here(units)))
+        try:
+            return await self._run_here(units)
+        except asyncio.CancelledError:
+            # Whoever waited went away while the statements ran: whether they committed is unknown, so
+            # nothing they touched stays cached, and the connection (mid-statement) is replaced.
+            for unit in units:
+                if isinstance(unit, Write):
+                    self._cache.invalidate(unit.plan.touched)
+            if self._writer is not None:
+                self._writer.terminate()
+                self._writer = None
+            raise
 
     async def _run_here(self, units: Sequence[Write | ReadWrite]) -> list[Any]:
         try:
@@ -118,25 +129,28 @@ class PostgresBackend:
         return await self._run_on(await self._writer_connection(), units)
 
     async def _run_on(self, connection: asyncpg.Connection, units: Sequence[Write | ReadWrite]) -> list[Any]:
-        plans: list[tuple[Plan, Ticket | None]] = []
+        plans: list[tuple[Plan, Ticket | None, set[str]]] = []
         first = units[0]
         if len(units) == 1 and isinstance(first, Write) and _one_statement(first.plan):
             # Autocommit: the statement and its commit in one round trip.
-            results = [await run_plan(connection, first.plan)]
-            plans.append((first.plan, first.ticket))
+            returned = await run_plan(connection, first.plan)
+            results: list[Any] = [returned]
+            plans.append((first.plan, first.ticket, first.plan.changed(returned)))
         else:
             async with connection.transaction():
                 results = [await self._run_unit(connection, unit, plans) for unit in units]
-        for plan, ticket in plans:
-            self._cache.settle(ticket, plan.entries, plan.touched)
+        # This writer's own notifications are not applied (freshness.Notifications): settle here.
+        for plan, ticket, touched in plans:
+            self._cache.settle(ticket, plan.entries, touched)
         return results
 
     async def _run_unit(
-        self, connection: asyncpg.Connection, unit: Write | ReadWrite, plans: list[tuple[Plan, Ticket | None]]
+        self, connection: asyncpg.Connection, unit: Write | ReadWrite, plans: list[tuple[Plan, Ticket | None, set[str]]]
     ) -> Any:
         if isinstance(unit, Write):
-            plans.append((unit.plan, unit.ticket))
-            return await run_plan(connection, unit.plan)
+            returned = await run_plan(connection, unit.plan)
+            plans.append((unit.plan, unit.ticket, unit.plan.changed(returned)))
+            return returned
         lock = sql.for_dialect(sql.ADVISORY_LOCK, sql.POSTGRES)
         for name in sorted(unit.locks):  # one order for everyone: no deadlock
             await connection.execute(lock.text, name)
@@ -148,7 +162,7 @@ class PostgresBackend:
             )
         plan, result = unit.decide(found)
         returned = await run_plan(connection, plan)
-        plans.append((plan, None))
+        plans.append((plan, None, plan.changed(returned)))
         return Decided(result, [key for keys in returned for key in keys])
 
     async def run_job(self, job: Job) -> Any:

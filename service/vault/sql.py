@@ -58,12 +58,16 @@ def for_dialect(statement: str, dialect: str) -> Prepared:
 
 
 def to_disk(value: Any, dialect: str) -> Any:
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        naive = value.astimezone(UTC).replace(tzinfo=None)
-        return naive.strftime(_SQLITE_DATETIME) if dialect == SQLITE else naive
-    return value
+    return _datetime_to_disk(value, dialect) if isinstance(value, datetime) else value
+
+
+@functools.lru_cache(maxsize=256)
+def _datetime_to_disk(value: datetime, dialect: str) -> Any:
+    # Cached: one write binds its `now` twice, and a batch binds it once a row.
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    naive = value.astimezone(UTC).replace(tzinfo=None)
+    return naive.strftime(_SQLITE_DATETIME) if dialect == SQLITE else naive
 
 
 def from_disk(value: Any) -> datetime | None:
@@ -119,7 +123,10 @@ ADVISORY_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"
 
 # --- writes --------------------------------------------------------------------------------------
 
-PRUNE_CHANGES = "DELETE FROM token_changes WHERE seq <= :upto"
+# A bounded bite of the oldest entries at or below :upto, so no one write pays for a long backlog.
+PRUNE_CHANGES = (
+    "DELETE FROM token_changes WHERE seq IN (SELECT seq FROM token_changes WHERE seq <= :upto ORDER BY seq LIMIT 2000)"
+)
 # A jump no reader can catch up across key by key: every process drops its whole cache (restore).
 CHANGE_GAP = "INSERT INTO token_changes (seq, key) VALUES (:seq, '')"
 

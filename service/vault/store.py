@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from service import keys
@@ -22,11 +24,12 @@ from service.db import create_engine, sqlite_file
 from service.errors import InvalidInput, NotConfigured, SettingsError, UndecryptableValue
 from service.migrate import require_head
 from service.models import utcnow
+from service.providers.shopify import shop_key
 from service.settings import Settings
 from service.vault import linking, sql
 from service.vault.batching import Batcher
 from service.vault.bulk import Bulk
-from service.vault.cache import MISSING, UNKNOWN, Entry, Ticket, TokenCache
+from service.vault.cache import MISSING, REFRESH_MARGIN, Entry, Ticket, TokenCache
 from service.vault.linking import Joined
 from service.vault.planner import (
     Plan,
@@ -55,8 +58,6 @@ if TYPE_CHECKING:
     from service.refresh import ShopifyTokens
 
 R = TypeVar("R")
-# A Shopify token that expires within this is refreshed before it is handed out.
-REFRESH_MARGIN = timedelta(minutes=5)
 PAGE_SIZE = 500  # rows per query when walking the table
 DECRYPT_CHUNK = 64  # values decrypted between two yields to the event loop (~2 ms)
 
@@ -69,7 +70,7 @@ class _Load:
     """One PostgreSQL cache miss in the loader's queue; later misses of the same key join it."""
 
     key: str
-    future: asyncio.Future[Found] | None = None
+    future: asyncio.Future[Found]  # what those who join it wait for
     ticket: Ticket | None = None  # set when its query is sent
 
 
@@ -154,7 +155,7 @@ class TokenStore:
         and the event loop is never held more than a few milliseconds."""
         after = ""
         while True:
-            rows = await self._backend.fetch(sql.VALUES_BY_TYPE, {"type": type, "after": after, "limit": PAGE_SIZE})
+            rows = await self._backend.scan(sql.VALUES_BY_TYPE, {"type": type, "after": after, "limit": PAGE_SIZE})
             for start in range(0, len(rows), DECRYPT_CHUNK):
                 for key, ciphertext in rows[start : start + DECRYPT_CHUNK]:
                     yield key, self._ring.decrypt(ciphertext, key_name=key)
@@ -197,7 +198,7 @@ class TokenStore:
             params: dict[str, Any] = {"after": after, "limit": PAGE_SIZE}
             if type is not None:
                 params["type"] = type
-            rows = await self._backend.fetch(sql.LISTING if type is None else sql.LISTING_BY_TYPE, params)
+            rows = await self._backend.scan(sql.LISTING if type is None else sql.LISTING_BY_TYPE, params)
             records += map(_listed, rows)
             if len(rows) < PAGE_SIZE:
                 return records
@@ -281,7 +282,7 @@ class TokenStore:
     async def check_keys(self) -> None:
         """Open the most recently written value with the key ring; when no key in it does, raise one line
         naming the settings (a wrong key must stop a command before it writes or serves)."""
-        rows = await self._backend.fetch(sql.NEWEST, {})
+        rows = await self._backend.scan(sql.NEWEST, {})
         if not rows:
             return
         key, ciphertext = rows[0]
@@ -298,13 +299,10 @@ class TokenStore:
     async def get_shopify_token(self, shop: str) -> str | None:
         """A working Shopify access token for the shop (name or domain); one not due for refresh costs
         what get_token costs, one that expires within REFRESH_MARGIN is refreshed first."""
-        from service.providers.shopify import normalize_shop, shop_key
-
-        key = keys.shopify_token_key(shop_key(normalize_shop(shop)))
-        entry = await self._entry(key, need_expiry=True)
+        entry = await self._entry(_shop_token_key(shop), need_due=True)
         if entry is None:
             return None
-        if not entry.refreshable or entry.expires_at is None or entry.expires_at - utcnow() >= REFRESH_MARGIN:  # type: ignore[operator]
+        if time.time() < entry.refresh_due:  # type: ignore[operator]
             return entry.value
         if self.shopify_tokens is None:
             raise NotConfigured("This store has no Shopify client attached (service.refresh.ShopifyTokens).")
@@ -337,37 +335,55 @@ class TokenStore:
 
     # --- reading through the cache ---------------------------------------------------------------
 
-    async def _entry(self, key: str, *, need_expiry: bool = False) -> Entry | None:
-        if self._backend.fresh():
+    async def _entry(self, key: str, *, need_due: bool = False) -> Entry | None:
+        entry = self._cache.get(key)
+        # A hit is served only once the backend says the cache is fresh (SQLite checks data_version,
+        # which may drop the entry); a miss reads the database, which is fresh by definition.
+        if entry is not MISSING and self._backend.fresh():
             entry = self._cache.get(key)
-            if entry is not MISSING and not (need_expiry and entry is not None and entry.expires_at is UNKNOWN):  # type: ignore[union-attr]
+            if entry is not MISSING and not (need_due and entry is not None and entry.refresh_due is None):  # type: ignore[union-attr]
                 return entry  # type: ignore[return-value]
         validate_key(key)
         if self._backend.inline_reads:
+            # SQLite: read and fill in one go, on the event loop; nothing runs in between.
             self._queries += 1
-            found = self._found([key], self._backend.read(sql.LOAD_ONE, {"key": key}))
-            self._fill(self._cache.reserve((key,)), found)
+            row = self._backend.read_entry(key)
+            found = None if row is None else self._opened(row)
+            if not isinstance(found, BaseException):
+                self._cache.put(key, found)
         else:
-            found = {key: await self._queued_load(key)}
-        result = found[key]
-        if isinstance(result, BaseException):
-            raise result
-        return result
+            found = await self._shared_load(key)
+        if isinstance(found, BaseException):
+            raise found
+        return found
 
-    async def _queued_load(self, key: str) -> Found:
+    async def _shared_load(self, key: str) -> Found:
+        """PostgreSQL: a miss joins a load of the same key that read nothing stale; else it loads, at once
+        when nothing else is loading (in this task), else in the next batch with the others queued."""
         load = self._loading.get(key)
-        if load is None or (load.ticket is not None and not self._cache.holds(key, load.ticket)):
-            # Nothing under way for this key, or what is under way read before a change: a fresh load.
-            load = _Load(key)
-            load.future = asyncio.ensure_future(self._loads.submit(load))
-            load.future.add_done_callback(functools.partial(self._load_done, load))
-            self._loading[key] = load
-        assert load.future is not None
-        return await asyncio.shield(load.future)
-
-    def _load_done(self, load: _Load, _future: asyncio.Future[Found]) -> None:
-        if self._loading.get(load.key) is load:
-            del self._loading[load.key]
+        if load is not None and (load.ticket is None or self._cache.holds(key, load.ticket)):
+            try:
+                return await asyncio.shield(load.future)  # type: ignore[arg-type]
+            except asyncio.CancelledError:
+                if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    raise
+                # The load's own caller gave up; this one loads for itself.
+        load = _Load(key, asyncio.get_running_loop().create_future())
+        load.future.add_done_callback(_retrieve)
+        self._loading[key] = load
+        try:
+            found = await self._loads.submit(load)
+        except BaseException as error:
+            if isinstance(error, asyncio.CancelledError):
+                load.future.cancel()
+            else:
+                load.future.set_exception(error)
+            raise
+        finally:
+            if self._loading.get(key) is load:
+                del self._loading[key]
+        load.future.set_result(found)
+        return found
 
     async def _load_batch(self, loads: Sequence[_Load]) -> list[Found]:
         wanted = list(dict.fromkeys(load.key for load in loads))
@@ -375,20 +391,31 @@ class TokenStore:
         ticket = self._cache.reserve(wanted)
         for load in loads:
             load.ticket = ticket
-        found = self._found(wanted, await self._backend.fetch(sql.LOAD, {"keys": wanted}))
+        if len(wanted) == 1:
+            rows = await self._backend.fetch(sql.LOAD_ONE, {"key": wanted[0]})
+        else:
+            rows = await self._backend.fetch(sql.LOAD, {"keys": wanted})
+        found = self._found(wanted, rows)
         if self._backend.fresh():
             self._fill(ticket, found)
         return [found[load.key] for load in loads]
 
     def _found(self, wanted: list[str], rows: Iterable[Any]) -> dict[str, Found]:
         found: dict[str, Found] = dict.fromkeys(wanted)
-        decrypt = self._ring.decrypt
-        for key, ciphertext, expires_at, refreshable in rows:
-            try:
-                found[key] = Entry(decrypt(ciphertext, key_name=key), sql.from_disk(expires_at), bool(refreshable))
-            except UndecryptableValue as error:
-                found[key] = error  # fails only its own readers, and is never cached
+        for row in rows:
+            found[row[0]] = self._opened(row)
         return found
+
+    def _opened(self, row: Sequence[Any]) -> Entry | UndecryptableValue:
+        """A row of sql.LOAD as a cache entry; a value no key opens fails only its own readers."""
+        key, ciphertext, expires_at, refreshable = row
+        try:
+            value = self._ring.decrypt(ciphertext, key_name=key)
+        except UndecryptableValue as error:
+            return error
+        if not refreshable:
+            return Entry(value, math.inf)
+        return Entry.of(value, sql.from_disk(expires_at), True)
 
     def _fill(self, ticket: Ticket, found: dict[str, Found]) -> None:
         self._cache.fill(ticket, {key: entry for key, entry in found.items() if not isinstance(entry, BaseException)})
@@ -413,6 +440,18 @@ class TokenStore:
             "write_batches": self._backend.writes.batches,
             "cached": len(self._cache),
         }
+
+
+@functools.lru_cache(maxsize=4096)
+def _shop_token_key(shop: str) -> str:
+    # Shop names arrive as the bot got them ("acme", "acme.myshopify.com"): normalised once each.
+    return keys.shopify_token_key(shop_key(shop))
+
+
+def _retrieve(future: asyncio.Future[Found]) -> None:
+    # A load nobody joined: its outcome was handed to its caller directly.
+    if not future.cancelled():
+        future.exception()
 
 
 _DATETIMES = frozenset(name for name in RECORD_COLUMNS if name.endswith("_at") or name.endswith("_until"))

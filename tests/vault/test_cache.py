@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.vault.cache import MISSING, UNKNOWN, Entry, TokenCache
+from service.vault.cache import MISSING, Entry, TokenCache
 
 
 def test_a_load_fills_what_it_still_holds_and_nothing_an_invalidation_took_back() -> None:
@@ -48,6 +48,6 @@ def test_absences_are_cached_and_entries_are_bounded() -> None:
     cache = TokenCache(max_size=2)
     cache.fill(cache.reserve(["gone"]), {"gone": None})
     assert cache.get("gone") is None
-    cache.fill(cache.reserve(["a", "b"]), {"a": Entry("a", UNKNOWN), "b": Entry("b")})
+    cache.fill(cache.reserve(["a", "b"]), {"a": Entry("a"), "b": Entry("b", 0.0)})
     assert len(cache) == 2
     assert cache.get("gone") is MISSING  # the least recently used went
