@@ -50,11 +50,11 @@ class _Row:
     link: tuple[str, str] | None  # (token key, UUID entry key): the token beside an entry takes its account
 
 
-def account_rule(write: TokenWrite) -> tuple[bool, str | None, str | None]:
-    """(names an account itself?, that account, the UUID entry to take it from otherwise)."""
+def account_rule(write: TokenWrite, info: keys.KeyInfo | None) -> tuple[bool, str | None, str | None]:
+    """(names an account itself?, that account, the UUID entry to take it from otherwise); `info` is
+    what keys.describe_key says of the write's key."""
     if "account_uuid" in write.metadata:
         return True, write.metadata["account_uuid"], None
-    info = keys.describe_key(write.key)
     if info is None:
         return False, None, None
     if info.is_uuid:
@@ -69,7 +69,7 @@ def _row(write: TokenWrite, ring: KeyRing, now: datetime, guard: tuple[bool, str
     if info is not None:
         params.setdefault("provider", info.provider)
         params.setdefault("subject", info.subject)
-    names_account, account, uuid_key = account_rule(write)
+    names_account, account, uuid_key = account_rule(write, info)
     if names_account:
         params["account_uuid"] = account
     if params.get("refresh_token") is not None:

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import Connection
 
 from service.crypto import KeyRing
-from service.db import BUSY_TIMEOUT_MS, WRITE_OPTION, create_sqlite_writer
+from service.db import BUSY_TIMEOUT_MS, MMAP_BYTES, WRITE_OPTION, create_sqlite_writer
 from service.vault import sql
 from service.vault.batching import Batcher
 from service.vault.cache import Ticket, TokenCache
@@ -52,6 +52,7 @@ class SQLiteBackend:
         self._engine = create_sqlite_writer(path, keyring)
         self._thread = WriterThread("salesbot-writer")
         self._connection: Connection | None = None  # opened in the writer thread, kept for the store's life
+        self._cursor_w: sqlite3.Cursor  # on that connection's driver connection
         self._last_prune: int | None = None  # the change log's version when the writer last pruned it
         self.writes: Batcher[Unit, Any] = Batcher(self._run_batch, isolate_failures=True)
 
@@ -92,8 +93,8 @@ class SQLiteBackend:
     def _run_here(self, units: Sequence[Unit]) -> _Outcome:
         if self._connection is None:
             self._connection = self._engine.connect().execution_options(**{WRITE_OPTION: True})
-        connection = self._connection
-        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            self._cursor_w = self._connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        connection, cursor = self._connection, self._cursor_w
         if any(callable(unit) for unit in units):
             with connection.begin():  # BEGIN IMMEDIATE (service/db.py); jobs run on this Connection
                 return self._run_units(connection, cursor, units)
@@ -211,6 +212,9 @@ def _deliver(
 def _read_only(path: Path) -> sqlite3.Connection:
     connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
     connection.execute("PRAGMA query_only=ON")
+    # Pages read through a memory map rather than a read() system call each: a cache miss is a few
+    # page look-ups, and on a table this wide the calls were a third of its time (measured).
+    connection.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
     return connection
 
 
