@@ -1,5 +1,6 @@
-"""Pruning the tables that requests anyone can send make grow: OAuth states past expiry, webhook
-deliveries past the de-duplication window, deletion requests past their retention. It runs on a
+"""Pruning the tables that requests anyone can send make grow: OAuth states and Facebook grants waiting
+for a choice of Pages past expiry, webhook deliveries past the de-duplication window, deletion
+requests past their retention. It runs on a
 schedule in the app's lifespan, never per request (DESIGN.md, "OAuth").
 """
 
@@ -13,6 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete
 from sqlalchemy.engine import Connection
 
+from service import pending_grants
 from service.models import DeletionRequest, OAuthState, WebhookDelivery, utcnow
 from service.vault import TokenStore
 
@@ -33,6 +35,7 @@ class Pruned:
     states: int
     deliveries: int
     deletions: int
+    grants: int = 0  # Facebook grants nobody chose Pages for in time
 
 
 async def prune(store: TokenStore, *, now: datetime | None = None) -> Pruned:
@@ -48,6 +51,7 @@ async def prune(store: TokenStore, *, now: datetime | None = None) -> Pruned:
             deletions=connection.execute(
                 delete(DELETIONS).where(DELETIONS.c.requested_at < now - DELETION_RETENTION)
             ).rowcount,
+            grants=connection.execute(pending_grants.prune_statement(now)).rowcount,
         )
 
     return await store.run_write(job)
@@ -62,10 +66,12 @@ async def prune_periodically(store: TokenStore, every: float = PRUNE_EVERY) -> N
         except Exception as exc:  # the database may be down for a while: the next run tries again
             logger.warning("pruning failed (%s); next try in %.0f s", type(exc).__name__, every)
             continue
-        if pruned.states or pruned.deliveries or pruned.deletions:
+        if pruned.states or pruned.deliveries or pruned.deletions or pruned.grants:
             logger.info(
-                "pruned %d expired states, %d old webhook deliveries, %d old deletion requests",
+                "pruned %d expired states, %d expired Facebook grants, %d old webhook deliveries, "
+                "%d old deletion requests",
                 pruned.states,
+                pruned.grants,
                 pruned.deliveries,
                 pruned.deletions,
             )

@@ -1,6 +1,7 @@
-"""The declarative base, the UTC column type, and the tables outside the vault: OAuth state and webhook
-bookkeeping. The vault's tables are in service/vault/schema.py. The schema itself is created only by
-the Alembic revisions in migrations/; these classes must match them (`alembic check` proves it).
+"""The declarative base, the UTC column type, and the tables outside the vault: OAuth state, Facebook
+grants waiting for a choice of Pages, and webhook bookkeeping. The vault's tables are in
+service/vault/schema.py. The schema itself is created only by the Alembic revisions in migrations/;
+these classes must match them (`alembic check` proves it).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from sqlalchemy import DateTime, Integer, MetaData, String, Text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+from service.crypto import EncryptedText
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -66,6 +69,25 @@ class OAuthState(Base):
     account_uuid: Mapped[str | None] = mapped_column(String(36))  # the account the browser was already in
     scopes: Mapped[str] = mapped_column(Text)
     redirect_uri: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class FacebookGrant(Base):
+    """A Facebook login between its callback and the merchant's choice of Pages (service/pending_grants.py).
+    Holds the user token, encrypted like the vault's, and the Pages' names and tasks: never a Page token."""
+
+    __tablename__ = "facebook_grants"
+
+    grant_hash: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the id in the session
+    browser_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the browser's signed-cookie nonce
+    account_uuid: Mapped[str | None] = mapped_column(String(36))  # the account the flow would join
+    facebook_user_id: Mapped[str] = mapped_column(Text)
+    user_name: Mapped[str | None] = mapped_column(Text)
+    user_token: Mapped[str] = mapped_column(EncryptedText())
+    token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    scopes: Mapped[str] = mapped_column(Text)
+    pages: Mapped[str] = mapped_column(Text)  # JSON: [{id, name, category, tasks}]
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 

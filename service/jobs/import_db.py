@@ -33,7 +33,18 @@ from service.vault.bulk import SKIPPED, Outcome
 
 REQUIRED_COLUMNS = ("key", "value", "type")
 # Our columns that come along when the other database has them; the rest is recomputed here.
-COPIED_COLUMNS = ("account_uuid", "provider", "subject", "granted_by", "scopes", "expires_at", "refresh_expires_at")
+COPIED_COLUMNS = (
+    "account_uuid",
+    "provider",
+    "subject",
+    "granted_by",
+    "scopes",
+    "expires_at",
+    "refresh_expires_at",
+    "name",
+    "category",
+    "tasks",
+)
 DATETIME_COLUMNS = {"expires_at", "refresh_expires_at"}
 
 

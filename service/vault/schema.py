@@ -55,6 +55,10 @@ class Token(Base):
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # A process refreshing this Shopify token holds the lease until then (vault/refresh.py).
     refresh_lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # What the merchant sees instead of ids (revision 0007), as the provider gave them; never secrets.
+    name: Mapped[str | None] = mapped_column(Text)  # the Page's, the Facebook user's or the shop's name
+    category: Mapped[str | None] = mapped_column(Text)  # a Page's category
+    tasks: Mapped[str | None] = mapped_column(Text)  # a Page's tasks for the user who granted it, comma-separated
 
 
 class TokenChange(Base):
@@ -85,6 +89,9 @@ METADATA_COLUMNS = frozenset(
         "refresh_token",
         "refresh_expires_at",
         "refresh_lease_until",
+        "name",
+        "category",
+        "tasks",
     }
 )
 DATETIME_COLUMNS = frozenset({"expires_at", "refresh_expires_at", "refresh_lease_until", "created_at", "updated_at"})
@@ -115,6 +122,9 @@ class TokenRecord:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     refresh_lease_until: datetime | None = None
+    name: str | None = None
+    category: str | None = None
+    tasks: str | None = None
 
 
 # Every column but the two ciphertexts, in table order: what listings read and TokenRecord carries.
