@@ -68,9 +68,7 @@ def _pages(text: str) -> list[GrantPage]:
     return [GrantPage(item["id"], item["name"], item["category"], list(item["tasks"])) for item in json.loads(text)]
 
 
-async def hold(
-    store: TokenStore, *, browser_nonce: str, grant: PendingGrant, now: datetime | None = None
-) -> str:
+async def hold(store: TokenStore, *, browser_nonce: str, grant: PendingGrant, now: datetime | None = None) -> str:
     """Keep a grant until the merchant chooses; return the id for the browser's session."""
     now = now or utcnow()
     grant_id = secrets.token_urlsafe(24)

@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 from starlette.applications import Starlette
@@ -71,6 +71,8 @@ class SandboxConfig:
     shopify_expiring: bool = True  # answer expiring offline tokens when the request has expiring=1
     page_size: int = 2  # /me/accounts page size, small so that paging is exercised
     service_base_url: str | None = None  # where `deliver` POSTs webhooks, e.g. "http://127.0.0.1:5000"
+    # The user's tasks on a Page, by Page id, where they differ from every task (PAGE_TASKS).
+    page_tasks: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -80,6 +82,13 @@ class RecordedRequest:
     query: list[tuple[str, str]]
     form: list[tuple[str, str]]  # form fields, or a JSON object's top-level keys (non-strings JSON-encoded)
     headers: list[tuple[str, str]]
+
+
+@dataclass
+class Revocation:
+    provider: str  # "shopify" or "facebook"
+    subject: str  # the shop domain, or the Facebook user id
+    at: float
 
 
 @dataclass
@@ -117,6 +126,8 @@ _FAULTS_FOR = {
     "facebook.me": _COMMON_FAULTS | {"graph_190"},
     "facebook.accounts": _COMMON_FAULTS | {"graph_190"},
     "facebook.debug_token": _COMMON_FAULTS | {"graph_190"},
+    "shopify.revoke": {"status_500", "slow", "drop"},
+    "facebook.revoke": {"status_500", "slow", "drop", "graph_190"},
 }
 _MISSING_FIELDS = {  # valid JSON, 200, without the field a client needs
     "shopify.access_token": {"scope": ""},
@@ -264,6 +275,11 @@ def _prefix(request: Request) -> str:
     return request.scope.get("root_path", "")
 
 
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def _shop_name(shop: str) -> str:
     return shop.removesuffix(".myshopify.com").replace("-", " ").title()
 
@@ -285,6 +301,7 @@ class Sandbox:
         self.facebook_codes: dict[str, IssuedCode] = {}
         self.tokens: dict[str, IssuedToken] = {}  # both providers; token strings never collide
         self._page_tokens: dict[tuple[str, str], str] = {}  # (user token, page id) -> page token
+        self.revocations: list[Revocation] = []  # what apps gave up (see "Disconnecting", below)
         r = self._route
         self.app = Starlette(routes=[
             r("/shopify/{shop}/admin", self.shopify_admin),
@@ -303,6 +320,7 @@ class Sandbox:
             r("/graph/{version}/me/accounts", self.facebook_accounts, "GET", "facebook.accounts"),
             r("/graph/debug_token", self.facebook_debug_token, "GET", "facebook.debug_token"),
             r("/graph/{version}/debug_token", self.facebook_debug_token, "GET", "facebook.debug_token"),
+            *self._disconnect_routes(),
             Route("/{path:path}", self._not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         ])
 
@@ -466,11 +484,14 @@ class Sandbox:
         scopes = ", ".join(_split_scopes(fields["scope"])) or "no access scopes"
         base = f"{_prefix(request)}/shopify/{shop}/admin"
         app, esc_shop = html.escape(self.config.app_name), html.escape(shop)
-        return _page(f"Install {self.config.app_name}", (
+        # Shopify documents no redirect for a declined install (the merchant stays in their admin):
+        # the stand-in's Cancel goes back to the app's home, the origin of its redirect URI.
+        home = html.escape(_origin(fields["redirect_uri"]) + "/")
+        return self._consent_page("Shopify", f"Install {self.config.app_name}", (
             f"<h1>Install {app} on {esc_shop}?</h1><p>It asks for: {html.escape(scopes)}</p>"
-            f'<form method="post" action="{html.escape(base)}/oauth/authorize/approve">{_hidden(fields)}'
-            f'<button type="submit" id="allow">Install app</button></form>'
-            f'<p><a id="cancel" href="{html.escape(base)}">Cancel</a></p>'
+            f'<div class="actions"><form method="post" action="{html.escape(base)}/oauth/authorize/approve">'
+            f'{_hidden(fields)}<button type="submit" id="allow">Install app</button></form>'
+            f'<a class="button secondary" id="cancel" href="{home}">Cancel</a></div>'
         ))
 
     async def shopify_approve(self, request: Request) -> Response:
@@ -580,12 +601,12 @@ class Sandbox:
         user, app = html.escape(self.config.facebook_user_name), html.escape(self.config.app_name)
         pages = "".join(f"<li>{html.escape(name)}</li>" for _, name in self.config.pages)
         scopes = html.escape(", ".join(_split_scopes(fields["scope"])) or "public_profile")
-        return _page(f"Log in with Facebook: {self.config.app_name}", (
+        return self._consent_page("Facebook", f"Log in with Facebook: {self.config.app_name}", (
             f"<h1>{user}: allow {app} to manage your Pages?</h1><ul>{pages}</ul><p>Permissions: {scopes}</p>"
-            f'<form method="post" action="{base}/approve">{_hidden(fields)}'
+            f'<div class="actions"><form method="post" action="{base}/approve">{_hidden(fields)}'
             f'<button type="submit" id="allow">Continue as {user}</button></form>'
             f'<form method="post" action="{base}/cancel">{_hidden(fields)}'
-            f'<button type="submit" id="cancel">Cancel</button></form>'
+            f'<button type="submit" class="secondary" id="cancel">Cancel</button></form></div>'
         ))
 
     async def facebook_approve(self, request: Request) -> Response:
@@ -716,7 +737,7 @@ class Sandbox:
         data = []
         for page_id, name in chunk:
             row = {"id": page_id, "name": name, "access_token": self._page_token(value, user, page_id),
-                   "category": "Retail", "tasks": PAGE_TASKS}
+                   "category": "Retail", "tasks": self.config.page_tasks.get(page_id, PAGE_TASKS)}
             data.append({k: v for k, v in row.items() if wanted is None or k in wanted})
         body: dict[str, object] = {"data": data}
         if chunk:
@@ -758,3 +779,63 @@ class Sandbox:
         elif not self._alive(token):
             data["error"] = {"code": 190, "message": _EXPIRED, "subcode": 463}
         return JSONResponse({"data": data})
+
+    # --- Disconnecting: apps giving up their access, and the consent pages' look ---------------------
+    # (The connections page's side of the stand-ins: kept together, apart from the OAuth and API parts.)
+
+    def _disconnect_routes(self) -> list[Route]:
+        r = self._route
+        return [
+            r("/shopify/{shop}/admin/api_permissions/current.json", self.shopify_revoke, "DELETE",
+              "shopify.revoke"),
+            r("/graph/{version}/{user_id}/permissions", self.facebook_revoke, "DELETE", "facebook.revoke"),
+            r("/revocations", self.revocations_json),
+        ]
+
+    async def shopify_revoke(self, request: Request) -> Response:
+        """`DELETE /admin/api_permissions/current.json`: the app gives up its access to the shop; every
+        token of the shop stops working. (Shopify then sends app/uninstalled; the stand-in does not, its
+        demo button does.)"""
+        shop = request.path_params["shop"]
+        token = self.tokens.get(request.headers.get("x-shopify-access-token", ""))
+        if token is None or token.kind != "access" or token.owner != shop or not self._alive(token):
+            return JSONResponse({"errors": _SHOPIFY_401}, status_code=401)
+        self.revoke_shopify(shop)
+        self.revocations.append(Revocation("shopify", shop, self.clock()))
+        return JSONResponse({})
+
+    async def facebook_revoke(self, request: Request) -> Response:
+        """`DELETE /{user-id}/permissions` with the user's token: the app is removed for the user, whose
+        user and Page tokens die with it."""
+        caller = self._graph_caller(request)
+        if isinstance(caller, Response):
+            return caller
+        _, token = caller
+        user_id = request.path_params["user_id"]
+        if token.kind != "USER" or token.owner != user_id:
+            return _graph_error("(#200) The access token cannot remove another user's permissions", code=200,
+                                type_="OAuthException")
+        for issued in self.tokens.values():
+            if issued.provider == "facebook" and issued.owner == user_id:
+                issued.revoked = True
+        self.revocations.append(Revocation("facebook", user_id, self.clock()))
+        return JSONResponse({"success": True})
+
+    async def revocations_json(self, request: Request) -> Response:
+        """What apps gave up so far, for a test driving the demo from another process."""
+        return JSONResponse([{"provider": r.provider, "subject": r.subject, "at": r.at} for r in self.revocations])
+
+    def _consent_page(self, provider: str, title: str, body: str) -> HTMLResponse:
+        """A consent page in the app's own stylesheet, saying plainly that it is a local stand-in."""
+        style = ""
+        if self.config.service_base_url:
+            href = html.escape(self.config.service_base_url.rstrip("/") + "/static/app.css")
+            style = f'<link rel="stylesheet" href="{href}">'
+        banner = (f'<p class="stand-in" role="note"><strong>Local stand-in for {html.escape(provider)}.</strong> '
+                  f"This page is served by salesbot's demo, not by {html.escape(provider)}.</p>")
+        return HTMLResponse(
+            f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{html.escape(title)} (stand-in)</title>{style}</head>"
+            f"<body>{banner}<main>{body}</main></body></html>"
+        )

@@ -139,6 +139,11 @@ class Graph:
         return f"Graph({self._versioned!r}, app_id={self._app_id!r})"
 
     async def _get(self, url: str, params: dict[str, str], *, what: str, token: str | None = None) -> dict[str, Any]:
+        return await self._call("GET", url, params, what=what, token=token)
+
+    async def _call(
+        self, method: str, url: str, params: dict[str, str], *, what: str, token: str | None = None
+    ) -> dict[str, Any]:
         if token is not None:
             # With "Require App Secret" on, Graph refuses a user or Page token that comes without its proof.
             params = {
@@ -147,7 +152,7 @@ class Graph:
                 "appsecret_proof": appsecret_proof(token, self._app_secret),
             }
         response = await send(
-            self._client, "Facebook", "GET", url, what=what, params=params, headers={"Accept": "application/json"}
+            self._client, "Facebook", method, url, what=what, params=params, headers={"Accept": "application/json"}
         )
         body = parse_json(response.content)
         if not response.is_success or (isinstance(body, dict) and "error" in body):
@@ -208,6 +213,16 @@ class Graph:
                 raise errors.ProviderError("the Page list said there was more but gave no after cursor")
             params = {**params, "after": after}
         return found
+
+    async def revoke_permissions(self, user_id: str, user_token: str) -> None:
+        """Remove the app for this user (`DELETE /{user-id}/permissions`): the user token and every Page
+        token of the grant die with it. Graph error 190 (TokenRevoked): the grant was gone already."""
+        if not user_id.isascii() or not user_id.isdigit():
+            raise ValueError("a Facebook user id is digits")  # it goes into the URL's path
+        url = f"{self._versioned}/{user_id}/permissions"
+        body = await self._call("DELETE", url, {}, what="permission removal", token=user_token)
+        if body.get("success") is not True:
+            raise errors.ProviderError("Facebook did not confirm the permission removal")
 
     async def debug_token(self, input_token: str) -> dict[str, Any]:
         # The app token is "{app_id}|{app_secret}" itself, so there is no proof to add.

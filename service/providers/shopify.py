@@ -20,6 +20,8 @@ from service import errors
 from service.providers.http import aware_utc, parse_json, send
 
 SHOP_SUFFIX = ".myshopify.com"
+API_VERSION = "2026-10"  # the Admin API version our REST calls name
+MAX_NAME_LENGTH = 255
 # Shopify's documented lifetime of an expiring offline access token, for responses that forget expires_in.
 ACCESS_TOKEN_LIFETIME = timedelta(hours=1)
 # Ten years: far past any real lifetime, and well inside what datetime arithmetic can hold.
@@ -375,7 +377,7 @@ async def migrate_to_expiring(
 
 
 async def token_works(
-    client: httpx.AsyncClient, *, admin_base: str, access_token: str, api_version: str = "2026-10"
+    client: httpx.AsyncClient, *, admin_base: str, access_token: str, api_version: str = API_VERSION
 ) -> bool:
     response = await send(
         client,
@@ -391,3 +393,46 @@ async def token_works(
     if response.status_code in (401, 403, 404):
         return False
     raise errors.ProviderError(f"Shopify answered {response.status_code} to the shop check")
+
+
+async def shop_name(
+    client: httpx.AsyncClient, *, admin_base: str, access_token: str, api_version: str = API_VERSION
+) -> str | None:
+    """The shop's name (`shop.json`), or None when Shopify does not give one: a name is worth showing,
+    not worth failing a connect for, so every failure here is None."""
+    try:
+        response = await send(
+            client,
+            "Shopify",
+            "GET",
+            f"{admin_base}/admin/api/{api_version}/shop.json",
+            what="shop details",
+            headers={"X-Shopify-Access-Token": access_token, "Accept": "application/json"},
+        )
+    except errors.ServiceError:
+        return None
+    body = parse_json(response.content) if response.is_success else None
+    shop = body.get("shop") if isinstance(body, dict) else None
+    name = shop.get("name") if isinstance(shop, dict) else None
+    if not isinstance(name, str) or not name.strip():
+        return None
+    return name.strip()[:MAX_NAME_LENGTH]
+
+
+async def revoke_access(client: httpx.AsyncClient, *, admin_base: str, access_token: str) -> bool:
+    """Give up the app's access to the shop (`DELETE /admin/api_permissions/current.json`; Shopify then
+    sends app/uninstalled). True when Shopify revoked it; False when it no longer accepted the token
+    (401, 403, 404: nothing left to revoke). Raises ProviderError or ProviderUnavailable otherwise."""
+    response = await send(
+        client,
+        "Shopify",
+        "DELETE",
+        f"{admin_base}/admin/api_permissions/current.json",
+        what="access removal",
+        headers={"X-Shopify-Access-Token": access_token, "Accept": "application/json"},
+    )
+    if response.is_success:
+        return True
+    if response.status_code in (401, 403, 404):
+        return False
+    raise errors.ProviderError(f"Shopify answered {response.status_code} to the access removal")
