@@ -16,6 +16,7 @@ import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,7 +26,8 @@ from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Mount
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import housekeeping
@@ -34,13 +36,14 @@ from service.crypto import KeyRing
 from service.db import is_unavailable
 from service.errors import DatabaseUnavailable, ServiceError
 from service.refresh import ShopifyTokens
-from service.routes import facebook, shopify, status
+from service.routes import disconnect, facebook, pages, shopify, status
 from service.routes.common import Services, error_response
 from service.security import redact_http_logs
 from service.settings import Settings
 from service.vault import TokenStore
 
 logger = logging.getLogger("salesbot")
+STATIC = Path(__file__).resolve().parent / "static"  # the stylesheet: served by the app, no external assets
 SESSION_MAX_AGE = 14 * 24 * 3600
 SESSION_COOKIE = "salesbot_session"
 # httpcore polls every pooled connection's socket each time a request starts or ends, so each idle
@@ -150,7 +153,15 @@ def create_app(
                 await http.aclose()
 
     app = Starlette(
-        routes=[*status.routes, *shopify.routes, *facebook.routes, *extra_routes],
+        routes=[
+            *status.routes,
+            *shopify.routes,
+            *facebook.routes,
+            *pages.routes,
+            *disconnect.routes,
+            Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
+            *extra_routes,
+        ],
         middleware=[
             Middleware(ContainErrors),
             Middleware(CanonicalHost, settings=settings),

@@ -21,6 +21,7 @@ from service.crypto import KeyRing, generate_key
 from service.errors import InvalidShop
 from service.providers.shopify import normalize_shop
 from service.routes.common import services
+from service.routes.forms import checked_form
 from service.sandbox import Sandbox, SandboxConfig
 from service.settings import Settings, sqlite_url
 
@@ -50,7 +51,7 @@ def demo_settings(base_url: str, data_dir: Path) -> Settings:
 
 async def _uninstall(request: Request) -> Response:
     app = services(request)
-    form = await request.form()
+    form = await checked_form(request)
     try:
         shop = normalize_shop(str(form.get("shop", "")))
     except InvalidShop:
@@ -62,6 +63,7 @@ async def _uninstall(request: Request) -> Response:
 
 async def _deauthorize(request: Request) -> Response:
     app = services(request)
+    await checked_form(request)
     signed = app.demo.facebook_signed_request({"user_id": app.demo.config.facebook_user_id})
     await app.http.post(f"{app.demo.config.service_base_url}/facebook/deauthorize", data={"signed_request": signed})
     return RedirectResponse("/", status_code=303)

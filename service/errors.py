@@ -172,6 +172,28 @@ class PageOwnedElsewhere(OwnedElsewhere):
         return {**super().as_dict(), "pages": self.pages}
 
 
+class CsrfFailed(ServiceError):
+    """A form POST without this session's CSRF token: sent from another site, or from a page of an older
+    session. Refused before anything is done."""
+
+    status_code = 403
+    code = "csrf_failed"
+
+
+class InvalidChoice(ServiceError):
+    """A form names something that is not one of its choices (a Page outside the grant, say)."""
+
+    status_code = 400
+    code = "invalid_choice"
+
+
+class PagesChanged(ServiceError):
+    """Facebook no longer lists a chosen Page for the user (with messaging) as it did a moment ago."""
+
+    status_code = 409
+    code = "pages_changed"
+
+
 class InvalidSignedRequest(ServiceError):
     status_code = 400
     code = "invalid_signed_request"

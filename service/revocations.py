@@ -25,7 +25,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from service import keys
+from service import keys, pending_grants
 from service.models import DeletionRequest, WebhookDelivery, utcnow
 from service.providers import shopify
 from service.vault import TokenStore
@@ -91,13 +91,15 @@ async def shopify_webhook(
 
 
 async def deauthorize_user(store: TokenStore, user_id: str, *, request_digest: str) -> int | None:
-    """Delete the user's tokens; None when this signed_request (by its digest) was handled before."""
+    """Delete the user's tokens (and any login of theirs still waiting for a choice of Pages); None when
+    this signed_request (by its digest) was handled before."""
+
+    async def act() -> int:
+        await pending_grants.forget_user(store, user_id)
+        return await store.forget_facebook_user(user_id, erase_links=False)
+
     return await _once(
-        store,
-        delivery_id=f"facebook:{request_digest}",
-        topic="facebook/deauthorize",
-        shop=None,
-        act=lambda: store.forget_facebook_user(user_id, erase_links=False),
+        store, delivery_id=f"facebook:{request_digest}", topic="facebook/deauthorize", shop=None, act=act
     )
 
 
@@ -119,6 +121,7 @@ async def delete_user_data(store: TokenStore, user_id: str, *, request_digest: s
     code = request_digest[:20]
     if await _seen(store, DELETIONS, DELETIONS.c.confirmation_code, code):
         return code, 0
+    await pending_grants.forget_user(store, user_id)
     deleted = await store.forget_facebook_user(user_id, erase_links=True)
     row = insert(DELETIONS).values(
         confirmation_code=code,

@@ -126,10 +126,48 @@ async def connect_shopify(browser: httpx.AsyncClient, shop: str = "acme-7cu19ngr
     return await click(browser, consent, "allow")
 
 
-async def connect_facebook(browser: httpx.AsyncClient, button: str = "allow") -> httpx.Response:
+async def connect_facebook(
+    browser: httpx.AsyncClient, button: str = "allow", *, pages: list[str] | None = None
+) -> httpx.Response:
+    """Log in on the stand-in's dialog; when the app asks which Pages to connect, tick `pages` (None: leave
+    the form as it comes, every Page that can be chosen ticked)."""
     consent = await browser.get("/facebook/login")
     assert consent.status_code == 200 and str(consent.url).startswith(SANDBOX), consent.text
-    return await click(browser, consent, button)
+    response = await click(browser, consent, button)
+    if response.url.path == "/facebook/pages" and response.status_code == 200:
+        return await choose_pages(browser, response, pages)
+    return response
+
+
+def checkboxes(page: httpx.Response) -> dict[str, tuple[bool, bool]]:
+    """The choice form's Pages: id -> (ticked, disabled)."""
+    boxes = {}
+    for tag in re.findall(r'<input type="checkbox"[^>]*>', page.text):
+        value = re.search(r'value="([^"]*)"', tag)
+        assert value is not None, tag
+        boxes[unescape(value.group(1))] = (" checked" in tag, " disabled" in tag)
+    return boxes
+
+
+async def choose_pages(
+    browser: httpx.AsyncClient, page: httpx.Response, pages: list[str] | None = None, action: str = "connect"
+) -> httpx.Response:
+    """Submit the choice of Pages as a browser would: the ticked boxes (or `pages`), the CSRF token, the button."""
+    if page.headers.get("content-type", "").startswith("application/json"):
+        view = page.json()
+        token = view["csrf_token"]
+        ticked = [p["page_id"] for p in view["pages"] if p["can_choose"]] if pages is None else pages
+    else:
+        _action, fields = form_of(page, "connect-pages")
+        token = fields["csrf_token"]
+        boxes = checkboxes(page)
+        ticked = [page_id for page_id, (on, _off) in boxes.items() if on] if pages is None else pages
+    return await browser.post("/facebook/pages", data={"csrf_token": token, "action": action, "page": ticked})
+
+
+async def csrf_of(browser: httpx.AsyncClient) -> str:
+    """This browser's CSRF token, as its status page carries it."""
+    return (await status_json(browser))["csrf_token"]
 
 
 async def status_json(browser: httpx.AsyncClient) -> dict:

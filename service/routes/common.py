@@ -16,6 +16,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import Message
 
 from service.errors import NotConfigured, ServiceError
+from service.providers import facebook
 from service.refresh import ShopifyTokens
 from service.settings import Settings
 from service.vault import TokenStore
@@ -44,6 +45,9 @@ TITLES = {
     "facebook_user_owned_elsewhere": "This Facebook login belongs to another account",
     "page_owned_elsewhere": "Some Pages belong to another account",
     "too_many_sign_ins": "Too many unfinished sign-ins",
+    "csrf_failed": "This form could not be accepted",
+    "invalid_choice": "That choice is not on the form",
+    "not_found": "Nothing here",
 }
 
 
@@ -73,9 +77,39 @@ def services(request: Request) -> Services:
     return request.app.state.services
 
 
+def facebook_credentials(settings: Settings) -> tuple[str, str, str]:
+    require_settings(
+        "Facebook",
+        FACEBOOK_APP_ID=settings.facebook_app_id,
+        FACEBOOK_APP_SECRET=settings.facebook_app_secret,
+        FACEBOOK_REDIRECT_URI=settings.facebook_redirect_uri,
+    )
+    return settings.facebook_app_id, str(settings.facebook_app_secret), settings.facebook_redirect_uri  # type: ignore[return-value]
+
+
+def graph_for(request: Request) -> facebook.Graph:
+    app = services(request)
+    app_id, app_secret, _redirect_uri = facebook_credentials(app.settings)
+    return facebook.Graph(
+        app.http,
+        graph_base=app.settings.facebook_graph_base_url,
+        version=app.settings.facebook_graph_version,
+        app_id=app_id,
+        app_secret=app_secret,
+    )
+
+
 def wants_json(request: Request) -> bool:
     accept = request.headers.get("accept", "")
     return "application/json" in accept and "text/html" not in accept
+
+
+def wants_page(request: Request) -> bool:
+    """A person in a browser, who gets pages: any GET that does not ask for JSON, and a form a browser
+    POSTs (it accepts text/html). Webhooks and scripts get JSON."""
+    if wants_json(request):
+        return False
+    return request.method == "GET" or "text/html" in request.headers.get("accept", "")
 
 
 def browser_nonce(request: Request, *, create: bool) -> str | None:
@@ -125,7 +159,7 @@ async def read_form(request: Request, body: bytes) -> FormData:
 
 
 def error_response(request: Request, error: ServiceError) -> Response:
-    if wants_json(request) or request.method != "GET":
+    if not wants_page(request):
         return JSONResponse(
             error.as_dict(), status_code=error.status_code, headers={**PRIVATE_PAGE_HEADERS, **error.headers}
         )

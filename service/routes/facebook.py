@@ -1,4 +1,5 @@
-"""Facebook: Login for the merchant's Pages, and the deauthorize and data-deletion callbacks."""
+"""Facebook: Login for the merchant's Pages, and the deauthorize and data-deletion callbacks. What a
+login's Pages become is routes/pages.py's part."""
 
 from __future__ import annotations
 
@@ -15,60 +16,39 @@ from starlette.routing import Route
 from service import keys, revocations
 from service.errors import (
     AccessDenied,
-    FacebookUserOwnedElsewhere,
     InvalidCallback,
     InvalidSignedRequest,
     InvalidState,
     NotFound,
-    PageOwnedElsewhere,
 )
 from service.models import utcnow
 from service.oauth_state import begin_flow, finish_flow
+from service.pending_grants import GrantPage, PendingGrant
 from service.providers import facebook
+from service.routes import pages as pages_routes
 from service.routes.common import (
     PRIVATE_PAGE_HEADERS,
     browser_nonce,
     client_ip,
+    facebook_credentials,
+    graph_for,
     read_body,
     read_form,
-    require_settings,
     services,
     session_account,
     templates,
     wants_json,
 )
+from service.routes.forms import WARNING, refused
 from service.settings import Settings
-from service.vault import TokenWrite
 
 MAX_FORM_BYTES = 16 * 1024
 SINGLE_PARAMETERS = ("code", "state", "error", "error_reason")
 
 
-def _credentials(settings: Settings) -> tuple[str, str, str]:
-    require_settings(
-        "Facebook",
-        FACEBOOK_APP_ID=settings.facebook_app_id,
-        FACEBOOK_APP_SECRET=settings.facebook_app_secret,
-        FACEBOOK_REDIRECT_URI=settings.facebook_redirect_uri,
-    )
-    return settings.facebook_app_id, str(settings.facebook_app_secret), settings.facebook_redirect_uri  # type: ignore[return-value]
-
-
-def graph_for(request: Request) -> facebook.Graph:
-    app = services(request)
-    app_id, app_secret, _redirect_uri = _credentials(app.settings)
-    return facebook.Graph(
-        app.http,
-        graph_base=app.settings.facebook_graph_base_url,
-        version=app.settings.facebook_graph_version,
-        app_id=app_id,
-        app_secret=app_secret,
-    )
-
-
 async def login(request: Request) -> Response:
     app = services(request)
-    app_id, _secret, redirect_uri = _credentials(app.settings)
+    app_id, _secret, redirect_uri = facebook_credentials(app.settings)
     scopes = list(app.settings.facebook_scopes)
     state = await begin_flow(
         app.store,
@@ -108,7 +88,8 @@ async def callback(request: Request) -> Response:
             # A bad state on a cancel changes nothing either way.
             with contextlib.suppress(InvalidState):
                 await finish_flow(app.store, state=params["state"], provider=keys.FACEBOOK, browser_nonce=nonce)
-        raise AccessDenied("You cancelled on Facebook, so no Page was connected. You can try again at any time.")
+        cancelled = AccessDenied("You cancelled on Facebook, so no Page was connected. You can try again at any time.")
+        return refused(request, cancelled, kind=WARNING)
     if not params["code"]:
         raise InvalidCallback("The callback has no code parameter.")
     flow = await finish_flow(app.store, state=params["state"], provider=keys.FACEBOOK, browser_nonce=nonce)
@@ -117,65 +98,23 @@ async def callback(request: Request) -> Response:
     user_token = await graph.long_lived(short.access_token, now=now)
     user = await graph.me(user_token.access_token)
     pages = await graph.pages(user_token.access_token)
-    user_id = user["id"]
-    scopes = ",".join(flow.scopes)
-    user_write = TokenWrite(
-        keys.facebook_user_token_key(user_id),
-        user_token.access_token,
-        "token",
-        {"provider": keys.FACEBOOK, "subject": user_id, "scopes": scopes, "expires_at": user_token.expires_at},
+    grant = PendingGrant(
+        user_id=user["id"],
+        user_name=user["name"] or None,
+        user_token=user_token.access_token,
+        token_expires_at=user_token.expires_at,
+        scopes=",".join(flow.scopes),
+        account_uuid=flow.account_uuid or session_account(request),
+        pages=[GrantPage(page.id, page.name, page.category, page.tasks) for page in pages],
     )
-    page_writes = [
-        (
-            page.id,
-            TokenWrite(
-                keys.page_token_key(page.id),
-                page.access_token,
-                "token",
-                # Page tokens from a long-lived user token do not expire by time (they die with the grant).
-                {
-                    "provider": keys.FACEBOOK,
-                    "subject": page.id,
-                    "granted_by": user_id,
-                    "scopes": scopes,
-                    "expires_at": None,
-                },
-            ),
-        )
-        for page in pages
-    ]
-    joined = await app.store.connect_facebook(
-        user_id=user_id,
-        user_token=user_write,
-        pages=page_writes,
-        session_account=flow.account_uuid or session_account(request),
-    )
-    if joined.account is None:
-        raise FacebookUserOwnedElsewhere(
-            "This Facebook login is already connected to another account, so nothing was changed and this browser "
-            "stays in its own account. To open that account, log out first, then connect Facebook again."
-        )
-    request.session["account"] = joined.account
-    if joined.refused_pages:
-        raise _pages_elsewhere([page for page in pages if page.id in joined.refused_pages], granted=len(pages))
-    return RedirectResponse("/", status_code=303)
-
-
-def _pages_elsewhere(refused: list[facebook.Page], *, granted: int) -> PageOwnedElsewhere:
-    names = ", ".join(f"{page.name[:80]} ({page.id})" if page.name else page.id for page in refused)
-    which = f"The Facebook Page {names} is" if len(refused) == 1 else f"The Facebook Pages {names} are"
-    others = " The other Pages of your grant were connected." if granted > len(refused) else ""
-    return PageOwnedElsewhere(
-        f"{which} already connected to another account by a different Facebook user, so nothing was changed "
-        f"for {'it' if len(refused) == 1 else 'them'}.{others} If a Page is yours, log out, connect the Shopify "
-        "store of its account, then connect Facebook again.",
-        pages=[page.id for page in refused],
-    )
+    if pages_routes.needs_choice(grant):
+        return RedirectResponse(await pages_routes.hold_for_choice(request, grant), status_code=303)
+    return await pages_routes.connect_grant(request, grant, pages)
 
 
 async def _signed_request(request: Request) -> dict:
     app = services(request)
-    _app_id, app_secret, _redirect_uri = _credentials(app.settings)
+    _app_id, app_secret, _redirect_uri = facebook_credentials(app.settings)
     body = await read_body(request, limit=MAX_FORM_BYTES, too_large=_too_large)
     form = await read_form(request, body)
     values = form.getlist("signed_request")

@@ -22,6 +22,7 @@ from service.models import utcnow
 from service.oauth_state import begin_flow, finish_flow
 from service.providers import shopify
 from service.routes.common import browser_nonce, client_ip, read_body, require_settings, services, session_account
+from service.routes.forms import back_to_status, refused
 from service.settings import Settings
 from service.vault import TokenWrite
 
@@ -89,32 +90,35 @@ async def callback(request: Request) -> Response:
         now=utcnow(),
     )
     granted = shopify.check_scopes(flow.scopes, ",".join(token.scopes))
+    admin_base = shopify.admin_base_url(app.settings.shopify_admin_base_url, domain)
+    metadata = {
+        "provider": keys.SHOPIFY,
+        "subject": domain,
+        "scopes": ",".join(granted),
+        "expires_at": token.expires_at,
+        "refresh_token": token.refresh_token,
+        "refresh_expires_at": token.refresh_expires_at,
+        "refresh_lease_until": None,
+    }
+    # The shop's name, where Shopify gives it; a connect never fails for the lack of one (the last name
+    # stored stays).
+    name = await shopify.shop_name(app.http, admin_base=admin_base, access_token=token.access_token)
+    if name is not None:
+        metadata["name"] = name
     shop_key = shopify.shop_key(domain)
     joined = await app.store.connect_shop(
         shop_key=shop_key,
-        token=TokenWrite(
-            keys.shopify_token_key(shop_key),
-            token.access_token,
-            "token",
-            {
-                "provider": keys.SHOPIFY,
-                "subject": domain,
-                "scopes": ",".join(granted),
-                "expires_at": token.expires_at,
-                "refresh_token": token.refresh_token,
-                "refresh_expires_at": token.refresh_expires_at,
-                "refresh_lease_until": None,
-            },
-        ),
+        token=TokenWrite(keys.shopify_token_key(shop_key), token.access_token, "token", metadata),
         session_account=flow.account_uuid or session_account(request),
     )
     if joined.account is None:
-        raise ShopOwnedElsewhere(
+        owned = ShopOwnedElsewhere(
             f"The store {domain} is connected to another account, so nothing was changed and this browser stays "
             "in its own account. To open the store's account, log out first, then connect the store again."
         )
+        return refused(request, owned)
     request.session["account"] = joined.account
-    return RedirectResponse("/", status_code=303)
+    return back_to_status(request, f"Connected {domain}" + (f" ({name})" if name else ""))
 
 
 def _triggered_at(request: Request) -> datetime | None:

@@ -125,6 +125,7 @@ class TokenRecord:
     name: str | None = None
     category: str | None = None
     tasks: str | None = None
+    refreshable: bool = False  # a refresh token is stored (listings say so without reading it)
 
 
 # Every column but the two ciphertexts, in table order: what listings read and TokenRecord carries.

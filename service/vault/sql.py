@@ -99,9 +99,11 @@ VALUES_BY_TYPE = "SELECT key, value FROM tokens WHERE type = :type AND key > :af
 _RECORD = ", ".join(RECORD_COLUMNS)
 RECORD = f"SELECT {_RECORD}, value, refresh_token FROM tokens WHERE key = :key"
 ACCOUNT_RECORDS = f"SELECT {_RECORD}, value, refresh_token FROM tokens WHERE account_uuid = :account ORDER BY key"
-LISTING = f"SELECT {_RECORD} FROM tokens WHERE key > :after ORDER BY key LIMIT :limit"
-LISTING_BY_TYPE = f"SELECT {_RECORD} FROM tokens WHERE type = :type AND key > :after ORDER BY key LIMIT :limit"
-ACCOUNT_LISTING = f"SELECT {_RECORD} FROM tokens WHERE account_uuid = :account ORDER BY key"
+# Listings: metadata, and whether a refresh token is there, never a ciphertext.
+_LISTED = f"SELECT {_RECORD}, refresh_token IS NOT NULL FROM tokens"
+LISTING = f"{_LISTED} WHERE key > :after ORDER BY key LIMIT :limit"
+LISTING_BY_TYPE = f"{_LISTED} WHERE type = :type AND key > :after ORDER BY key LIMIT :limit"
+ACCOUNT_LISTING = f"{_LISTED} WHERE account_uuid = :account ORDER BY key"
 ACCOUNT_OF = "SELECT account_uuid FROM tokens WHERE key = :key"
 ACCOUNT_EXISTS = "SELECT uuid FROM accounts WHERE uuid = :account"
 # Who holds what: the account and the granting Facebook user of each key (account linking).

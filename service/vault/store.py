@@ -427,7 +427,7 @@ class TokenStore:
             fields["value"] = self._ring.decrypt(value, key_name=fields["key"])
             if refresh is not None:
                 fields["refresh_token"] = self._ring.decrypt(refresh, key_name=fields["key"] + " (refresh token)")
-            records.append(TokenRecord(**fields))
+            records.append(TokenRecord(**fields, refreshable=refresh is not None))
         return records
 
     @property
@@ -465,7 +465,8 @@ def _fields(plain: Sequence[Any]) -> dict[str, Any]:
 
 
 def _listed(row: Sequence[Any]) -> TokenRecord:
-    return TokenRecord(value=None, **_fields(row))
+    *plain, refreshable = row
+    return TokenRecord(value=None, **_fields(plain), refreshable=bool(refreshable))
 
 
 __all__ = ["REFRESH_MARGIN", "TokenRecord", "TokenStore", "TokenWrite"]

@@ -49,3 +49,9 @@ def error_code(response: httpx.Response) -> str:
     marker = 'data-code="'
     start = response.text.index(marker) + len(marker)
     return response.text[start : response.text.index('"', start)]
+
+
+def refused_on_status_page(response: httpx.Response) -> str:
+    """The code of the refusal a browser was shown: a step that ends on the status page with a message."""
+    assert response.status_code == 200 and response.url.path == "/", (response.status_code, response.url)
+    return error_code(response)

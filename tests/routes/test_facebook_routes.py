@@ -24,8 +24,9 @@ async def test_login_stores_user_and_page_tokens_with_proof_on_every_graph_call(
         assert all(page is not None and page.granted_by == "9001" and page.expires_at is None for page in pages)
         graph_calls = [r for r in web.sandbox.requests if r.path.startswith("/graph/") and "/oauth/" not in r.path]
         assert graph_calls and all(any(k == "appsecret_proof" for k, _ in r.query) for r in graph_calls)
-        # Paging was followed (the sandbox serves two Pages per response).
-        assert sum(r.path.endswith("/me/accounts") for r in web.sandbox.requests) == 2
+        # Paging was followed (the sandbox serves two Pages per response), once for the form that asks which
+        # Pages to connect and once for the tokens of the Pages chosen.
+        assert sum(r.path.endswith("/me/accounts") for r in web.sandbox.requests) == 4
 
 
 async def test_dialog_carries_the_configured_scopes_and_version(migrated: Settings) -> None:
@@ -37,12 +38,18 @@ async def test_dialog_carries_the_configured_scopes_and_version(migrated: Settin
         assert "scope=pages_show_list%2Cpages_messaging%2Cpages_manage_metadata" in location
 
 
-async def test_cancel_is_a_clear_page_and_stores_nothing(migrated: Settings) -> None:
+async def test_cancel_ends_on_the_status_page_with_a_message_and_stores_nothing(migrated: Settings) -> None:
     async with running_app(migrated.database_url) as web:
         before = await snapshot(web.store)
         response = await connect_facebook(web.browser, button="cancel")
-        assert response.status_code == 400 and error_code(response) == "access_denied"
-        assert "cancelled" in response.text
+        assert response.status_code == 200 and response.url.path == "/" and error_code(response) == "access_denied"
+        assert "You cancelled on Facebook" in response.text
+        assert "You cancelled" not in (await web.browser.get("/")).text  # shown once
+        assert await snapshot(web.store) == before
+        # A script gets the error itself.
+        web.browser.headers["accept"] = "application/json"
+        response = await connect_facebook(web.browser, button="cancel")
+        assert response.status_code == 400 and response.json()["error"] == "access_denied"
         assert await snapshot(web.store) == before
 
 

@@ -10,7 +10,7 @@ import httpx
 
 from service.settings import Settings
 from service.vault import TokenStore, TokenWrite
-from tests.routes.helpers import error_code
+from tests.routes.helpers import refused_on_status_page
 from tests.web import Web, connect_facebook, connect_shopify, running_app, status_json
 
 
@@ -129,7 +129,7 @@ async def test_a_moderator_of_one_page_gets_nothing_of_the_merchants_account(mig
         async with web.new_browser() as moderator:
             with facebook_user(web, "7002", [("102", "Acme Outlet")]):
                 response = await connect_facebook(moderator)
-            assert response.status_code == 409 and error_code(response) == "page_owned_elsewhere"
+            assert refused_on_status_page(response) == "page_owned_elsewhere"
             assert "Acme Outlet (102)" in response.text
             view = await status_json(moderator)
             assert view["account"] != account and view["shops"] == [] and view["pages"] == []
@@ -175,7 +175,7 @@ async def test_pages_first_in_a_new_browser_then_the_known_store_is_refused_not_
             assert separate != account
             before = await everything_of(web.store, account, separate)
             response = await connect_shopify(fresh)
-            assert response.status_code == 409 and error_code(response) == "shop_owned_elsewhere"
+            assert refused_on_status_page(response) == "shop_owned_elsewhere"
             assert (await status_json(fresh))["account"] == separate
         after = await everything_of(web.store, account, separate)
         assert after == before
@@ -190,7 +190,7 @@ async def test_a_planted_session_cookie_does_not_join_another_merchants_store(mi
             # The attacker's session cookie, planted in a browser where the victim connects their store.
             planted.cookies.set("salesbot_session", attacker.cookies["salesbot_session"])
             response = await connect_shopify(planted, "victim-shop")
-            assert response.status_code == 409 and error_code(response) == "shop_owned_elsewhere"
+            assert refused_on_status_page(response) == "shop_owned_elsewhere"
             assert "victim-shop.myshopify.com" in response.text
             assert (await status_json(planted))["account"] == attacking
             after = await everything_of(web.store, victim, attacking)
@@ -213,7 +213,7 @@ async def test_a_facebook_user_linked_elsewhere_does_not_join_the_browsers_accou
             shop_account = (await status_json(other))["account"]
             before = await everything_of(web.store, pages_account, shop_account)
             response = await connect_facebook(other)  # the same Facebook user, from a browser in another account
-            assert response.status_code == 409 and error_code(response) == "facebook_user_owned_elsewhere"
+            assert refused_on_status_page(response) == "facebook_user_owned_elsewhere"
             assert (await status_json(other))["account"] == shop_account
         assert await everything_of(web.store, pages_account, shop_account) == before
 
@@ -226,7 +226,7 @@ async def test_a_page_linked_without_a_known_owner_is_taken_only_inside_its_own_
         async with web.new_browser() as stranger:
             with facebook_user(web, "7002", [("101", "Acme Shoes")]):
                 response = await connect_facebook(stranger)
-            assert response.status_code == 409 and error_code(response) == "page_owned_elsewhere"
+            assert refused_on_status_page(response) == "page_owned_elsewhere"
         assert await web.store.get_record("FACEBOOK_ACCESS_TOKEN_101") is None
         assert (await connect_facebook(web.browser)).status_code == 200  # from inside the account: taken
         record = await web.store.get_record("PAGE_UUID_101")
