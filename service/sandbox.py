@@ -73,6 +73,8 @@ class SandboxConfig:
     service_base_url: str | None = None  # where `deliver` POSTs webhooks, e.g. "http://127.0.0.1:5000"
     # The user's tasks on a Page, by Page id, where they differ from every task (PAGE_TASKS).
     page_tasks: dict[str, list[str]] = field(default_factory=dict)
+    # A shop's name as shop.json gives it, by shop domain; otherwise one made from the domain.
+    shop_names: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -576,7 +578,8 @@ class Sandbox:
         token = self.tokens.get(request.headers.get("x-shopify-access-token", ""))
         if token is None or token.kind != "access" or token.owner != shop or not self._alive(token):
             return JSONResponse({"errors": _SHOPIFY_401}, status_code=401)
-        return JSONResponse({"shop": {"id": _shop_id(shop), "name": _shop_name(shop), "myshopify_domain": shop,
+        name = self.config.shop_names.get(shop) or _shop_name(shop)
+        return JSONResponse({"shop": {"id": _shop_id(shop), "name": name, "myshopify_domain": shop,
                                       "domain": shop}})
 
     # --- Facebook: the dialog ---

@@ -15,7 +15,7 @@ import pytest
 from service.app import SESSION_MAX_AGE, session_secret
 from service.settings import Settings
 from tests.routes.helpers import error_code, snapshot
-from tests.web import SANDBOX, click, connect_facebook, connect_shopify, running_app, status_json
+from tests.web import SANDBOX, click, connect_facebook, connect_shopify, csrf_of, running_app, status_json
 
 
 def set_cookie(response) -> str:
@@ -73,8 +73,8 @@ async def test_a_state_does_not_work_in_another_browser_or_with_a_tampered_cooki
             assert response.status_code == 400 and error_code(response) == "invalid_state", tampered
         assert await snapshot(web.store) == before
         # The browser that started it still can: none of the above spent the state.
-        done = await web.browser.get(callback)
-        assert done.status_code == 200 and done.url.path == "/"
+        done = await web.browser.get(callback)  # the grant's three Pages: the app asks which to connect
+        assert done.status_code == 200 and done.url.path == "/facebook/pages"
 
 
 async def test_an_expired_cookie_is_ignored_by_the_server(migrated: Settings) -> None:
@@ -140,7 +140,9 @@ async def test_logout_clears_the_session(migrated: Settings) -> None:
         await connect_shopify(web.browser)
         page = await web.browser.get("/")
         assert 'action="/logout"' in page.text
-        response = await web.browser.post("/logout", follow_redirects=False)
+        response = await web.browser.post(
+            "/logout", data={"csrf_token": await csrf_of(web.browser)}, follow_redirects=False
+        )
         assert response.status_code == 303 and response.headers["location"] == "/"
         name, attributes = cookie_attributes(response)
         assert name == "salesbot_session" and any(a.startswith("expires=thu, 01 jan 1970") for a in attributes)
