@@ -14,8 +14,6 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from service.crypto import EncryptedText
-
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -75,7 +73,9 @@ class OAuthState(Base):
 
 class FacebookGrant(Base):
     """A Facebook login between its callback and the merchant's choice of Pages (service/pending_grants.py).
-    Holds the user token, encrypted like the vault's, and the Pages' names and tasks: never a Page token."""
+    Holds the user token, encrypted with the vault's key ring, and the Pages' names and tasks: never a Page
+    token. The module encrypts before SQLAlchemy sees the value (an EncryptedText column would show the
+    plaintext to SQLAlchemy's statement log)."""
 
     __tablename__ = "facebook_grants"
 
@@ -84,7 +84,7 @@ class FacebookGrant(Base):
     account_uuid: Mapped[str | None] = mapped_column(String(36))  # the account the flow would join
     facebook_user_id: Mapped[str] = mapped_column(Text)
     user_name: Mapped[str | None] = mapped_column(Text)
-    user_token: Mapped[str] = mapped_column(EncryptedText())
+    user_token: Mapped[str] = mapped_column(Text)  # Fernet ciphertext
     token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     scopes: Mapped[str] = mapped_column(Text)
     pages: Mapped[str] = mapped_column(Text)  # JSON: [{id, name, category, tasks}]

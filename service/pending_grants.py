@@ -1,8 +1,9 @@
 """A Facebook login waiting for the merchant to choose its Pages (DESIGN.md, "Choosing Pages").
 
 When a grant covers more than one Page, the callback stores nothing in the vault: it keeps the user
-token here (encrypted with the vault's key ring) with the Pages' names and tasks, and the browser's
-session keeps a random id. The merchant's choice then re-reads the Page list from Facebook with the
+token here (encrypted here with the vault's key ring, so SQLAlchemy, which logs statements' parameters
+at DEBUG, only ever sees ciphertext) with the Pages' names and tasks, and the browser's session keeps
+a random id. The merchant's choice then re-reads the Page list from Facebook with the
 user token, so a Page token that was not ticked is never written anywhere. Like an OAuth state, a
 grant is bound to the browser that made it, expires, and is deleted by the choice that uses it.
 """
@@ -19,6 +20,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Connection
 
+from service.crypto import KeyRing, keyring_of
 from service.errors import InvalidState, UndecryptableValue
 from service.models import FacebookGrant, utcnow
 from service.vault import TokenStore
@@ -31,6 +33,10 @@ MESSAGING = "MESSAGING"  # the Page task a bot needs to answer its messages
 
 def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _ring(store: TokenStore) -> KeyRing:
+    return keyring_of(store.engine.sync_engine.dialect)  # the ring the store was opened with
 
 
 @dataclass(frozen=True)
@@ -78,7 +84,7 @@ async def hold(store: TokenStore, *, browser_nonce: str, grant: PendingGrant, no
         "account_uuid": grant.account_uuid,
         "facebook_user_id": grant.user_id,
         "user_name": grant.user_name,
-        "user_token": grant.user_token,
+        "user_token": _ring(store).encrypt(grant.user_token),
         "token_expires_at": grant.token_expires_at,
         "scopes": grant.scopes,
         "pages": _pages_json(grant.pages),
@@ -106,21 +112,22 @@ async def load(
         GRANTS.c.browser_hash == _digest(browser_nonce),
         GRANTS.c.expires_at > now,
     )
+    async with store.engine.connect() as connection:
+        row = (await connection.execute(query)).mappings().first()
     try:
-        async with store.engine.connect() as connection:
-            row = (await connection.execute(query)).mappings().first()
+        user_token = None if row is None else _ring(store).decrypt(row["user_token"], key_name="a Facebook grant")
     except UndecryptableValue:
-        row = None
-    if row is None:
+        user_token = None  # the key that wrote it was taken out of the ring since
+    if row is None or user_token is None:
         raise InvalidState("This choice of Pages has expired or was already made; connect Facebook again.")
-    return _grant(row)
+    return _grant(row, user_token)
 
 
-def _grant(row: Any) -> PendingGrant:
+def _grant(row: Any, user_token: str) -> PendingGrant:
     return PendingGrant(
         user_id=row["facebook_user_id"],
         user_name=row["user_name"],
-        user_token=row["user_token"],
+        user_token=user_token,
         token_expires_at=row["token_expires_at"],
         scopes=row["scopes"],
         account_uuid=row["account_uuid"],

@@ -1,7 +1,9 @@
-"""The demo in a real headless Chromium: a newcomer's clicks through both flows, checked on the status page.
+"""The demo in a real headless Chromium: a merchant's clicks through both flows, choosing Pages, the messages,
+disconnecting, checked on the connections page and at the stand-ins; screenshots at desktop width and 375 px.
 
 Needs Debian's chromium (/usr/bin/chromium); .ci/run installs it and sets REQUIRE_BROWSER=1 so that
-there this test fails rather than skips when the browser is missing.
+there this test fails rather than skips when the browser is missing. With SAVE_SCREENSHOT=PATH the
+desktop screenshot of the connections page is also copied to PATH (how docs/connections.png is made).
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.demo_server import salesbot_server
@@ -20,56 +24,131 @@ if not os.path.exists(CHROMIUM) and not os.environ.get("REQUIRE_BROWSER"):
 
 pytestmark = pytest.mark.browser
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+SHOP = "acme-outfitters.myshopify.com"  # the stand-in names it "Acme Outfitters"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
-def test_demo_click_through_both_flows_in_chromium() -> None:
+def style(page, selector: str, prop: str) -> str:  # type: ignore[no-untyped-def]
+    return page.eval_on_selector(selector, f"e => getComputedStyle(e).{prop}")
+
+
+def box(page, selector: str) -> dict:  # type: ignore[no-untyped-def]
+    return page.locator(selector).bounding_box()
+
+
+def test_demo_click_through_in_chromium(tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     # Playwright gives the browser a new, empty profile of its own.
     with salesbot_server("demo") as base_url, sync_playwright() as driver:
-        browser = driver.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
+        browser = driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         try:
-            page = browser.new_page()
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
             page.goto(f"{base_url}/")
-            assert "Nothing connected" in page.inner_text("body")
+            body = page.inner_text("body")
+            assert "Nothing connected" in body
+            # Nothing to send webhooks for yet: no demo buttons, no sentence announcing them.
+            assert "Send the webhooks" not in body and page.locator("section.demo button").count() == 0
+            # The app's own stylesheet, and the two connect buttons alike.
+            assert "system-ui" in style(page, "body", "fontFamily")
+            shopify_button, facebook_button = "#connect-shopify button", "#connect-facebook"
+            for prop in ("backgroundColor", "color", "fontSize", "paddingTop", "borderRadius"):
+                assert style(page, shopify_button, prop) == style(page, facebook_button, prop), prop
+            assert abs(box(page, shopify_button)["height"] - box(page, facebook_button)["height"]) < 1
 
-            # Shopify first: type the shop name, approve on the stand-in's consent page.
-            page.fill("#connect-shopify input[name=shop]", "acme-7cu19ngr")
+            # Shopify's Cancel brings the merchant back to the app, not to a dead end.
+            page.fill("#connect-shopify input[name=shop]", "acme-outfitters")
             page.click("#connect-shopify button")
             page.wait_for_selector("#allow")
-            assert "acme-7cu19ngr.myshopify.com" in page.inner_text("body")
+            assert "Local stand-in for Shopify" in page.inner_text("body")
+            assert "system-ui" in style(page, "body", "fontFamily")  # the app's stylesheet, not Times
+            page.click("#cancel")
+            page.wait_for_selector("#connect-shopify")
+            assert page.url == f"{base_url}/"
+
+            # Shopify: the label names the field; the keyboard submits it.
+            page.get_by_label("Shop name").fill("acme-outfitters")
+            page.get_by_label("Shop name").press("Enter")
+            page.wait_for_selector("#allow")
             page.click("#allow")
             page.wait_for_selector("#shops")
             account = page.inner_text("#account-uuid").strip()
             assert UUID.match(account)
-            assert "acme-7cu19ngr.myshopify.com" in page.inner_text("#shops")
+            assert f"Connected {SHOP}" in page.inner_text("#messages")
+            assert SHOP in page.inner_text("#shops") and "Acme Outfitters" in page.inner_text("#shops")
 
-            # Then Facebook: every Page the grant covers is connected to the same account.
+            # Facebook, cancelled first: a message on the page, not a dead end.
+            page.click("#connect-facebook")
+            page.wait_for_selector("#cancel")
+            assert "Local stand-in for Facebook" in page.inner_text("body")
+            page.click("#cancel")
+            page.wait_for_selector("#messages")
+            assert "You cancelled on Facebook" in page.inner_text("#messages")
+
+            # Then for real, choosing two of the three Pages (one unticked with the keyboard).
             page.click("#connect-facebook")
             page.wait_for_selector("#allow")
             page.click("#allow")
+            page.wait_for_selector("#choose-pages")
+            assert [page.is_checked(f"#choose-{n}") for n in ("101", "102", "103")] == [True, True, True]
+            page.focus("#choose-102")
+            page.keyboard.press("Space")
+            assert not page.is_checked("#choose-102")
+            page.click("#connect-pages")
             page.wait_for_selector("#pages")
             assert page.inner_text("#account-uuid").strip() == account
+            assert "Connected 2 Pages: Acme Shoes, Acme Café" in page.inner_text("#messages")
             pages = page.inner_text("#pages")
-            assert all(page_id in pages for page_id in ("101", "102", "103"))
-            assert "acme-7cu19ngr.myshopify.com" in page.inner_text("#shops")
+            assert "Acme Shoes (Page 101)" in pages and "Acme Café (Page 103)" in pages
+            assert "Acme Outlet" not in pages and "Demo Merchant" in pages
             assert "shpat_" not in page.content() and "EAA" not in page.content()
+            assert page.locator("section.demo button").count() == 2  # now there is something to send them for
 
-            # The uninstall webhook button: the store disappears, the Pages stay.
-            page.click("text=Uninstall app from acme-7cu19ngr.myshopify.com")
+            page.screenshot(path=str(tmp_path / "connections-desktop.png"), full_page=True)
+            if os.environ.get("SAVE_SCREENSHOT"):
+                shutil.copyfile(tmp_path / "connections-desktop.png", os.environ["SAVE_SCREENSHOT"])
+            # Readable at 375 px: nothing wider than the screen.
+            page.set_viewport_size({"width": 375, "height": 812})
+            assert page.evaluate("document.documentElement.scrollWidth") <= 375
+            page.screenshot(path=str(tmp_path / "connections-375.png"), full_page=True)
+            page.set_viewport_size({"width": 1100, "height": 900})
+
+            # The messages were shown once.
+            page.reload()
+            assert page.locator("#messages").count() == 0
+
+            # Disconnect one Page, confirming first: the grant stays for the other.
+            page.get_by_role("link", name="Disconnect Acme Café (Page 103)").click()
+            page.wait_for_selector("#confirm")
+            assert "Disconnect Acme Café?" in page.inner_text("h1")
+            page.click("#confirm")
+            page.wait_for_selector("#messages")
+            assert "Disconnected Acme Café" in page.inner_text("#messages")
+            assert "Acme Café" not in page.inner_text("#pages") and "Acme Shoes" in page.inner_text("#pages")
+
+            # The store: Shopify is told, then its rows go.
+            page.get_by_role("link", name="Disconnect Acme Outfitters").click()
+            page.click("#confirm")
             page.wait_for_selector("text=No store connected.")
-            assert "101" in page.inner_text("#pages")
+            assert "removed at Shopify" in page.inner_text("#messages")
+
+            # The last Page: the user's grant is removed at Facebook too.
+            page.get_by_role("link", name="Disconnect Acme Shoes (Page 101)").click()
+            page.click("#confirm")
+            page.wait_for_selector("text=No Page connected.")
+            assert "removed at Facebook" in page.inner_text("#messages")
+            page.screenshot(path=str(tmp_path / "disconnected-desktop.png"), full_page=True)
         finally:
             browser.close()
+        revoked = httpx.get(f"{base_url}/sandbox/revocations", timeout=10).json()
+    assert [(r["provider"], r["subject"]) for r in revoked] == [("shopify", SHOP), ("facebook", "9001")]
+    for name in ("connections-desktop.png", "connections-375.png", "disconnected-desktop.png"):
+        assert (tmp_path / name).read_bytes().startswith(b"\x89PNG"), name

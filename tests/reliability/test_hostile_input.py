@@ -21,7 +21,16 @@ from hypothesis import strategies as st
 
 from service.settings import Settings
 from tests.routes.helpers import count_states, snapshot
-from tests.web import FACEBOOK_SECRET, SANDBOX, SHOPIFY_SECRET, Web, connect_facebook, connect_shopify, running_app
+from tests.web import (
+    FACEBOOK_SECRET,
+    SANDBOX,
+    SHOPIFY_SECRET,
+    Web,
+    choose_pages,
+    click,
+    connect_shopify,
+    running_app,
+)
 
 PROPERTY = settings(
     derandomize=True,
@@ -98,14 +107,22 @@ def stable_code(headers: dict[bytes, bytes], body: bytes) -> str:
     return text.split('data-code="', 1)[1].split('"', 1)[0]
 
 
-async def refused(h: Hostile, method: str, path: str, query: bytes = b"", headers=(), body: bytes = b"", *, allowed=()):
-    """Send it; assert 4xx + stable code, no redirect, no outbound request, nothing stored; return the code."""
+async def refused(
+    h: Hostile, method: str, path: str, query: bytes = b"", headers=(), body: bytes = b"", *, allowed=(), cancel=False
+):
+    """Send it; assert 4xx + stable code, no redirect, no outbound request, nothing stored; return the code.
+    With `cancel`, a callback that carries an error (the merchant cancelled) may instead end on the status
+    page: a redirect to "/" exactly, where the message waits."""
     before, states, outbound = await snapshot(h.web.store), await count_states(h.web.store), len(h.web.outbound.urls)
     status, response_headers, response_body = await asgi(h.web.app, method, path, query, list(headers), body)
-    assert 400 <= status < 500, (status, response_body[:200])
-    code = stable_code(response_headers, response_body)
+    if cancel and status == 303:
+        assert response_headers[b"location"] == b"/", response_headers
+        code = "access_denied"
+    else:
+        assert 400 <= status < 500, (status, response_body[:200])
+        code = stable_code(response_headers, response_body)
+        assert b"location" not in response_headers
     assert code in (allowed or STABLE_CODES), code
-    assert b"location" not in response_headers
     assert len(h.web.outbound.urls) == outbound
     assert await snapshot(h.web.store) == before
     assert await count_states(h.web.store) <= states  # a refused callback never adds a state
@@ -116,7 +133,9 @@ async def refused(h: Hostile, method: str, path: str, query: bytes = b"", header
 async def hostile(migrated: Settings) -> AsyncIterator[Hostile]:
     async with running_app(migrated.database_url) as web:
         shopify_done = await connect_shopify(web.browser)
-        facebook_done = await connect_facebook(web.browser)
+        # The grant's three Pages: the callback ends on the choice of Pages, the choice on the status page.
+        facebook_done = await click(web.browser, await web.browser.get("/facebook/login"), "allow")
+        await choose_pages(web.browser, facebook_done)
         replay_shopify = next(
             urlsplit(str(r.url)).query for r in shopify_done.history if "/shopify/callback" in str(r.url)
         )
@@ -351,7 +370,7 @@ async def test_shopify_webhook_signed_but_malformed_or_replayed(hostile: Hostile
 @PROPERTY
 @given(query=st.one_of(st.binary(max_size=300), PAIRS.map(lambda p: urlencode(p).encode())), cookie=st.booleans())
 async def test_facebook_callback_hostile(hostile: Hostile, query: bytes, cookie: bool) -> None:
-    await refused(hostile, "GET", "/facebook/callback", query, with_cookie(hostile, cookie))
+    await refused(hostile, "GET", "/facebook/callback", query, with_cookie(hostile, cookie), cancel=True)
 
 
 async def test_facebook_callback_replayed_is_refused(hostile: Hostile) -> None:

@@ -19,7 +19,7 @@ from service.models import utcnow
 from service.settings import Settings
 from tests.reliability.live import APP, LiveWeb, live_app
 from tests.routes.helpers import callback_params, error_code, shopify_callback, snapshot
-from tests.web import click
+from tests.web import choose_pages, click
 
 SLOW = 2.5  # seconds the stand-in sleeps; the client gives up after TIMEOUT
 TIMEOUT = 1.0  # generous: a loaded CI machine must not time out the calls that should succeed
@@ -115,8 +115,10 @@ async def test_facebook_graph_faults(migrated: Settings, endpoint: str) -> None:
             browser, response = await facebook_attempt(web)
             await assert_refused_and_spent(web, browser, response, EXPECTED[kind])
             assert await snapshot(web.store) == before, kind  # no user token, no half of the Pages
-            _, ok = await facebook_attempt(web)
-            assert ok.status_code == 200 and ok.url.copy_with(fragment=None) == f"{APP}/", kind
+            browser, choice = await facebook_attempt(web)
+            assert choice.status_code == 200 and choice.url.copy_with(fragment=None) == f"{APP}/facebook/pages", kind
+            ok = await choose_pages(browser, choice)
+            assert ok.status_code == 200 and ok.url == f"{APP}/", kind
             pages = [await web.store.get_token(f"PAGE_UUID_{page}") for page in ("101", "102", "103")]
             assert len(set(pages)) == 1 and pages[0] is not None
         assert web.sandbox.faults.pending == []

@@ -28,7 +28,7 @@ from service.settings import Settings, sqlite_url
 from tests.conftest import PRIMARY_KEY, STATE_SECRET, make_settings
 from tests.reliability.live import APP, LiveWeb, live_app
 from tests.routes.helpers import callback_params, shopify_callback
-from tests.web import FACEBOOK_SECRET, SHOPIFY_SECRET, click
+from tests.web import FACEBOOK_SECRET, SHOPIFY_SECRET, choose_pages, click
 
 SLOW = 1.0
 
@@ -69,6 +69,18 @@ async def run_everything(web: LiveWeb, responses: list[httpx.Response]) -> None:
     await web.store.get_shopify_token("secret-shop")
     web.store.shopify_tokens._retry_at.clear()  # type: ignore[union-attr]
     await web.store.get_shopify_token("secret-shop")
+    # Choosing Pages (a wrong choice, then a right one) and disconnecting: the revocations carry tokens too.
+    c = browser()
+    choice = await click(c, await c.get("/facebook/login"), "allow")
+    assert (await choose_pages(c, choice, ["999"])).status_code == 400
+    assert (await choose_pages(c, choice, ["101", "102"])).status_code == 200
+    await click(c, await c.get("/shopify/gone-shop/login"), "allow")
+    token = (await c.get("/", headers={"accept": "application/json"})).json()["csrf_token"]
+    web.sandbox.faults.add("shopify.revoke", "drop")
+    for path in ("/shopify/gone-shop/disconnect", "/facebook/pages/101/disconnect", "/facebook/pages/102/disconnect"):
+        assert (await c.post(path, data={"csrf_token": token})).status_code == 200, path
+    await c.post("/facebook/pages/103/disconnect", data={"csrf_token": "forged"})
+    assert [r.provider for r in web.sandbox.revocations] == ["facebook"]
     # Forged and replayed callbacks.
     b = browser()
     login = await b.get("/shopify/secret-shop/login", follow_redirects=False)
@@ -157,7 +169,9 @@ async def test_the_sqlite_file_holds_no_plaintext(tmp_path) -> None:
     async with live_app(settings.database_url) as web:
         b = web.new_browser()
         assert (await click(b, await b.get("/shopify/plain-shop/login"), "allow")).status_code == 200
-        assert (await click(b, await b.get("/facebook/login"), "allow")).status_code == 200
+        assert (await choose_pages(b, await click(b, await b.get("/facebook/login"), "allow"))).status_code == 200
+        # And one login left waiting for its choice: its user token waits encrypted too.
+        assert (await click(b, await b.get("/facebook/login"), "allow")).url.path == "/facebook/pages"
         tokens = set(web.sandbox.tokens)
     path = tmp_path / "data" / "tokens.db"
     connection = sqlite3.connect(path)
