@@ -33,7 +33,10 @@ def connect_both(base_url: str, shop: str) -> float:
         browser.post(action, data=fields).raise_for_status()
         consent = browser.get("/facebook/login")
         action, fields = form_of(consent, "allow")
-        browser.post(action, data=fields).raise_for_status()
+        choice = browser.post(action, data=fields)
+        choice.raise_for_status()
+        action, fields = form_of(choice, "connect-pages")  # the app asks which Pages: all three
+        browser.post(action, data={**fields, "action": "connect", "page": ["101", "102", "103"]}).raise_for_status()
         view = browser.get("/", headers={"accept": "application/json"}).json()
     elapsed = time.perf_counter() - started
     assert view["missing"] == [] and len(view["pages"]) == 3, view
