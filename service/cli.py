@@ -170,6 +170,7 @@ async def _tokens_list(args: argparse.Namespace) -> int:
                 "account": record.account_uuid,
                 "expires_at": _when(record.expires_at),
                 "scopes": [scope for scope in (record.scopes or "").split(",") if scope],
+                "name": record.name,  # the shop's, Page's or Facebook user's name, where the provider gave one
                 "updated_at": _when(record.updated_at),
             }
         )

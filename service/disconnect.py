@@ -85,8 +85,10 @@ async def disconnect_shop(
             f"Disconnected {name} here (its token is deleted), but Shopify did not answer, so the app may "
             f"still be installed there: uninstall it in the store's admin under Settings, Apps."
         )
-    else:
+    elif revocation == NOTHING_LEFT:
         message = f"Disconnected {name}: Shopify no longer accepted its token, so nothing was left to remove there."
+    else:
+        message = f"Disconnected {name}: its token was gone already (uninstalled), and its link is deleted now."
     return Disconnected(name, revocation, message)
 
 

@@ -204,6 +204,7 @@ asyncio.run(main())
         "account": account,
         "expires_at": "2026-12-24T18:30:00Z",
         "scopes": ["read_orders", "read_products"],
+        "name": None,
         "updated_at": None,
     }
     assert listed[1]["key"] == "USER_UUID_acme" and listed[1]["type"] == "uuid" and listed[1]["account"] == account
