@@ -1,4 +1,4 @@
-"""Disconnecting a store or a Page, for real (DESIGN.md, "Disconnecting").
+"""Disconnecting a store or a Page, for real (DESIGN.md, "The connections page").
 
 - A store: the app gives up its access at Shopify (`DELETE /admin/api_permissions/current.json` with
   the shop's token), then the shop's token and account link are deleted here.

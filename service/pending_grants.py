@@ -1,4 +1,4 @@
-"""A Facebook login waiting for the merchant to choose its Pages (DESIGN.md, "Choosing Pages").
+"""A Facebook login waiting for the merchant to choose its Pages (DESIGN.md, "The connections page").
 
 When a grant covers more than one Page, the callback stores nothing in the vault: it keeps the user
 token here (encrypted here with the vault's key ring, so SQLAlchemy, which logs statements' parameters

@@ -1,4 +1,4 @@
-"""Which Pages of a Facebook login the bot answers for (DESIGN.md, "Choosing Pages").
+"""Which Pages of a Facebook login the bot answers for (DESIGN.md, "The connections page").
 
 A login that gives more than one Page, or a Page the merchant cannot message for, waits as a pending
 grant (service/pending_grants.py) while the merchant ticks Pages on a form: all that can be chosen
