@@ -98,6 +98,7 @@ def test_demo_click_through_in_chromium(tmp_path: Path) -> None:
             page.wait_for_selector("#allow")
             page.click("#allow")
             page.wait_for_selector("#choose-pages")
+            page.screenshot(path=str(tmp_path / "choose-pages.png"), full_page=True)
             assert [page.is_checked(f"#choose-{n}") for n in ("101", "102", "103")] == [True, True, True]
             page.focus("#choose-102")
             page.keyboard.press("Space")
@@ -129,6 +130,7 @@ def test_demo_click_through_in_chromium(tmp_path: Path) -> None:
             page.get_by_role("link", name="Disconnect Acme Café (Page 103)").click()
             page.wait_for_selector("#confirm")
             assert "Disconnect Acme Café?" in page.inner_text("h1")
+            page.screenshot(path=str(tmp_path / "confirm.png"), full_page=True)
             page.click("#confirm")
             page.wait_for_selector("#messages")
             assert "Disconnected Acme Café" in page.inner_text("#messages")
@@ -150,5 +152,5 @@ def test_demo_click_through_in_chromium(tmp_path: Path) -> None:
             browser.close()
         revoked = httpx.get(f"{base_url}/sandbox/revocations", timeout=10).json()
     assert [(r["provider"], r["subject"]) for r in revoked] == [("shopify", SHOP), ("facebook", "9001")]
-    for name in ("connections-desktop.png", "connections-375.png", "disconnected-desktop.png"):
+    for name in ("connections-desktop.png", "connections-375.png", "choose-pages.png", "confirm.png"):
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG"), name
