@@ -32,12 +32,12 @@ _LONGEST_STATED_WAIT = 24 * 3600.0  # anything longer is not a wait we believe
 
 
 class ShopifyAuth(httpx.Auth):
-    """Authenticates an Admin API client for one shop.
+    """Authenticates an Admin API client for one shop. Answers are read whole (the throttle is in the
+    JSON body of an HTTP 200), so these clients do not stream.
 
     token(refused) returns the shop's working token; given the token Shopify just refused, it returns
     a new one (refreshed, or one another caller stored meanwhile)."""
 
-    requires_response_body = True  # the throttle is in the JSON body, with HTTP 200
 
     def __init__(
         self, shop: str, token: Callable[[str | None], Awaitable[str]], *, max_wait: float = MAX_WAIT_SECONDS
@@ -54,9 +54,11 @@ class ShopifyAuth(httpx.Auth):
         token = await self._token(None)
         request.headers["X-Shopify-Access-Token"] = token
         response = yield request
+        await response.aread()
         if response.status_code == 401:
             request.headers["X-Shopify-Access-Token"] = await self._token(token)
             response = yield request
+            await response.aread()
             if response.status_code == 401:
                 raise errors.TokenRevoked(
                     f"Shopify refused the token of {self.shop} again after renewing it (401): "
@@ -69,6 +71,7 @@ class ShopifyAuth(httpx.Auth):
             raise errors.RateLimited(f"Shopify throttles {self.shop}: wait {wait:.1f} s.", retry_after=wait)
         await asyncio.sleep(wait)  # Shopify's own figure: its bucket refills at a stated rate
         response = yield request
+        await response.aread()
         wait = shopify_throttle_wait(response)
         if wait is not None:
             raise errors.RateLimited(
@@ -80,8 +83,6 @@ class GraphAuth(httpx.Auth):
     """Authenticates a Graph API client for one Page.
 
     token() returns the Page token; dead(token) is awaited when Graph says that token is invalid (190)."""
-
-    requires_response_body = True
 
     def __init__(
         self,
@@ -109,6 +110,7 @@ class GraphAuth(httpx.Auth):
             {"access_token": token, "appsecret_proof": appsecret_proof(token, self._secret)}
         )
         response = yield request
+        await response.aread()
         code, subcode = graph_error(parse_json(response.content))
         if code == GRAPH_TOKEN_INVALID:
             await self._dead(token)
