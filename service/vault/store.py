@@ -355,26 +355,36 @@ class TokenStore:
 
     async def page_connection(self, page_id: str) -> PageConnection | None:
         """A Page's token, account and store (vault/connections.py); None when no token is stored for it."""
-        page_id = _page_id(page_id)
-        return await self._connection(PAGE, page_id, *connections.page_query(page_id))  # type: ignore[no-any-return]
+        found = await self._derived(PAGE, page_id)
+        if found is not MISSING:
+            return found  # type: ignore[return-value]
+        page_id = _page_id(page_id)  # only valid ids are ever cached, so a hit needs no check
+        statement, params = connections.page_query(page_id)
+        return await self._load_derived(PAGE, page_id, statement, params, page_id)  # type: ignore[no-any-return]
 
     async def shop_connection(self, shop: str) -> ShopConnection | None:
         """A shop's token, valid now (refreshed first if due), its account and the account's Pages; the
         shop as "acme" or "acme.myshopify.com". None when no token is stored for it."""
-        domain = normalize_shop(shop)
-        name = shop_key(domain)
-        cached: CachedShop | None = await self._connection(SHOP, name, *connections.shop_query(name), domain=domain)
+        domain, name = _shop_names(shop)
+        cached = await self._shop_entry(domain, name)
         if cached is None:
             return None
         if time.time() < cached.entry.refresh_due:  # type: ignore[operator]
             return cached.connection
         token = await self.shopify_tokens.get(domain)  # refreshed, or still valid while it cannot be
-        cached = await self._connection(SHOP, name, *connections.shop_query(name), domain=domain)
+        cached = await self._shop_entry(domain, name)
         if cached is None or token is None:
             return None
         if cached.connection.token == token:
             return cached.connection
         return dataclasses.replace(cached.connection, token=token)
+
+    async def _shop_entry(self, domain: str, name: str) -> CachedShop | None:
+        found = await self._derived(SHOP, name)
+        if found is not MISSING:
+            return found  # type: ignore[return-value]
+        statement, params = connections.shop_query(name)
+        return await self._load_derived(SHOP, name, statement, params, domain)  # type: ignore[no-any-return]
 
     @contextlib.asynccontextmanager
     async def shopify_client(self, shop: str) -> AsyncIterator[httpx.AsyncClient]:
@@ -449,23 +459,23 @@ class TokenStore:
 
     # --- reading through the cache ---------------------------------------------------------------
 
-    async def _connection(self, kind: str, name: str, statement: str, params: dict[str, Any], **extra: Any) -> Any:
-        """A derived entry (vault/connections.py) from the cache, else from its one query, then cached."""
+    async def _derived(self, kind: str, name: str) -> Any:
+        """A derived entry (vault/connections.py) the cache may serve, or MISSING."""
         found = self._cache.derived(kind, name)
         if found is not MISSING and self._backend.fresh():
-            found = self._cache.derived(kind, name)  # the freshness check may have dropped it
-            if found is not MISSING:
-                return found
+            return self._cache.derived(kind, name)  # the freshness check may have dropped it
+        return MISSING
+
+    async def _load_derived(self, kind: str, name: str, statement: str, params: dict[str, Any], subject: str) -> Any:
+        """A derived entry from its one query, then cached (as _entry does for a token)."""
         build = connections.page_connection if kind == PAGE else connections.shop_connection
-        subject = extra.get("domain", name)
+        self._queries += 1
         if self._backend.inline_reads:
             # SQLite: read and fill in one go, on the event loop; nothing runs in between.
-            self._queries += 1
             built = build(subject, self._backend.read(statement, params), self._ring)
             self._cache.put_derived(kind, name, built)
             return built
         ticket = self._cache.reserve_derived(kind, name)
-        self._queries += 1
         built = build(subject, await self._backend.fetch(statement, params), self._ring)
         if self._backend.fresh():
             self._cache.fill_derived(kind, name, ticket, built)
@@ -582,6 +592,13 @@ def _page_id(page_id: str) -> str:
     if not isinstance(page_id, str) or not page_id.isascii() or not page_id.isdigit() or len(page_id) > 64:
         raise InvalidInput("A Page id is the Page's number, as a string of digits.")
     return page_id
+
+
+@functools.lru_cache(maxsize=4096)
+def _shop_names(shop: str) -> tuple[str, str]:
+    """(domain, shop key) of a shop name as the bot got it, normalised once each (raises InvalidShop)."""
+    domain = normalize_shop(shop)
+    return domain, shop_key(domain)
 
 
 @functools.lru_cache(maxsize=4096)
