@@ -176,12 +176,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     verify_token = os.environ.get("MESSENGER_VERIFY_TOKEN", "")
     if not verify_token:
-        print("bot_example: set MESSENGER_VERIFY_TOKEN (what you type into the Meta app's webhook settings).")
+        print(
+            "bot_example: set MESSENGER_VERIFY_TOKEN (what you type into the Meta app's webhook settings).",
+            file=sys.stderr,
+        )
         return 2
     try:
         app = create_bot(Settings.load(args.env_file), verify_token=verify_token)
     except ServiceError as error:
-        print(f"bot_example: {error.message}")
+        print(f"bot_example: {error.message}", file=sys.stderr)
         return 2
     uvicorn.run(app, host=args.host, port=args.port)
     return 0
