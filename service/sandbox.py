@@ -167,7 +167,8 @@ class Faults:
     answer normally), "scopes_reduced" (Shopify grants the requested scopes minus the last one; at
     "shopify.approve" the code carries fewer, at "shopify.access_token" only the answer does). A fault that
     replaces the answer does so before the endpoint runs: no code is used up, no token issued.
-    At "shopify.graphql": "throttled" (200, a THROTTLED error, a bucket `seconds` short of the query's cost),
+    At "shopify.graphql": "throttled" (200, a THROTTLED error, the bucket `seconds` of refill short of the
+    query's cost, or empty when the cost is smaller),
     "status_429" (429, Retry-After `seconds`), "status_401" (401 whatever the token). At
     "facebook.messages": "rate_limited" (Graph error 32, usage headers stating a minute's wait).
     """
@@ -666,7 +667,9 @@ class Sandbox:
             found = re.search(r"first:\s*(\d+)", query)
             first = int(found.group(1)) if found else 10
         first = max(0, min(first, 250))
-        requested = 2.0 + first  # a connection costs its page size plus the query itself, roughly
+        wants_products = re.search(r"\bproducts\s*\(", query) is not None
+        # Roughly Shopify's rule: an object costs 1, a connection its page size more.
+        requested = 2.0 + first if wants_products else 1.0
         if fault == "throttled":
             available = max(0.0, requested - seconds * GRAPHQL_RESTORE_RATE)
             return JSONResponse({"errors": [{"message": "Throttled", "extensions": {
@@ -679,7 +682,7 @@ class Sandbox:
         data: dict[str, object] = {}
         if re.search(r"\bshop\s*\{", query):
             data["shop"] = {"name": _shop_name(shop), "myshopifyDomain": shop}
-        if re.search(r"\bproducts\s*\(", query):
+        if wants_products:
             shop_id = _shop_id(shop)
             data["products"] = {"edges": [
                 {"node": {"id": f"gid://shopify/Product/{shop_id % 10_000 * 100 + n}", "title": title,
@@ -689,7 +692,7 @@ class Sandbox:
         if not data:
             return JSONResponse({"errors": [{"message": "This stand-in answers only shop and products queries",
                                              "extensions": {"code": "undefinedField"}}]})
-        actual = 2.0 + len(data.get("products", {"edges": []})["edges"])  # type: ignore[index]
+        actual = 2.0 + len(data["products"]["edges"]) if wants_products else 1.0  # type: ignore[index]
         return JSONResponse({"data": data, "extensions": {"cost": self._cost(requested, actual, available)}})
 
     @staticmethod
