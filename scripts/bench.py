@@ -29,8 +29,9 @@ runs, in fresh temporary files, on this machine and disk, in one run.
 
 6-11, in scripts/bench_vault.py (its docstring says what each measures): 6 one caller's sequential
 store_token, 7 one caller's cold get_token, 8 both on PostgreSQL, 9 freshness across processes, 10 a
-listing of 1,000,000 tokens, 11 get_shopify_token against get_token. PostgreSQL (--postgres) gets a
-scratch database made and dropped by the run; when it does not answer, one line says so and the rest runs.
+listing of 1,000,000 tokens, 11 get_shopify_token, page_connection and shop_connection against get_token.
+PostgreSQL (--postgres) gets a scratch database made and dropped by the run; when it does not answer,
+one line says so and the rest runs.
 """
 
 from __future__ import annotations

@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from service.settings import Settings
-    from service.vault import TokenRecord, TokenStore, TokenWrite
+    from service.vault import PageConnection, ShopConnection, TokenRecord, TokenStore, TokenWrite
 
-__all__ = ["Settings", "TokenRecord", "TokenStore", "TokenWrite"]
+__all__ = ["PageConnection", "Settings", "ShopConnection", "TokenRecord", "TokenStore", "TokenWrite"]
 _HOMES = {
+    "PageConnection": "service.vault",
+    "ShopConnection": "service.vault",
     "Settings": "service.settings",
     "TokenRecord": "service.vault",
     "TokenStore": "service.vault",

@@ -35,7 +35,6 @@ from service.canonical_host import CanonicalHost
 from service.crypto import KeyRing
 from service.db import is_unavailable
 from service.errors import DatabaseUnavailable, ServiceError
-from service.refresh import ShopifyTokens
 from service.routes import disconnect, facebook, pages, shopify, status
 from service.routes.common import Services, error_response
 from service.security import redact_http_logs
@@ -137,10 +136,8 @@ def create_app(
             timeout=httpx.Timeout(settings.http_timeout_seconds), follow_redirects=False, limits=HTTP_LIMITS
         )
         try:
-            async with TokenStore.open(settings) as store:
-                shopify_tokens = ShopifyTokens(store, settings, http)
-                store.shopify_tokens = shopify_tokens
-                app.state.services = Services(settings, store, http, shopify_tokens, demo)
+            async with TokenStore.open(settings, http_client=http) as store:
+                app.state.services = Services(settings, store, http, store.shopify_tokens, demo)
                 pruning = asyncio.create_task(housekeeping.prune_periodically(store, prune_every))
                 try:
                     yield

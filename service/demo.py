@@ -2,13 +2,20 @@
 
 A throwaway secret and key, a fresh SQLite file in a temporary directory, and the sandbox mounted
 at /sandbox, so a newcomer can click through both flows with no accounts anywhere. The webhook
-buttons on the status page make the sandbox send what Shopify and Facebook would send.
+buttons on the status page make the sandbox send what Shopify and Facebook would send. The example
+bot (scripts/bot_example.py) runs at /bot with a store of its own, as a bot process would, and a
+button writes to a Page as a shopper; /sandbox/messenger shows the conversation.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import secrets
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -27,6 +34,8 @@ from service.settings import Settings, sqlite_url
 
 DEMO_SHOPIFY_KEY = "demo-shopify-api-key"
 DEMO_FACEBOOK_APP_ID = "1000000000000001"
+DEMO_SHOPPER = "7001"  # the page-scoped id the demo's shopper writes from
+BOT_EXAMPLE = Path(__file__).resolve().parent.parent / "scripts" / "bot_example.py"
 
 
 def demo_settings(base_url: str, data_dir: Path) -> Settings:
@@ -69,6 +78,38 @@ async def _deauthorize(request: Request) -> Response:
     return RedirectResponse("/", status_code=303)
 
 
+async def _message(request: Request) -> Response:
+    app = services(request)
+    form = await checked_form(request)
+    page_id, text = str(form.get("page_id", "")), str(form.get("text", "")).strip()
+    if page_id.isdigit() and text:
+        await app.demo.send_messenger_message(
+            "/bot/webhook", page_id=page_id, psid=DEMO_SHOPPER, text=text[:500], client=app.http
+        )
+    return RedirectResponse("/sandbox/messenger", status_code=303)
+
+
+def _bot_example() -> ModuleType:
+    # Loaded from the checkout's scripts/ by path: it is an example to copy, not part of the package.
+    spec = importlib.util.spec_from_file_location("salesbot_bot_example", BOT_EXAMPLE)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(BOT_EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _also(lifespan: Callable[[Any], Any], bot: Starlette) -> Callable[[Any], Any]:
+    """The app's lifespan, with the bot's inside it (Starlette does not run a mounted app's lifespan)."""
+
+    @contextlib.asynccontextmanager
+    async def both(app: Any) -> AsyncIterator[None]:
+        async with lifespan(app), bot.router.lifespan_context(bot):
+            yield
+
+    return both
+
+
 def create_demo_app(host: str, port: int, data_dir: Path) -> tuple[Starlette, Settings]:
     """The demo app, its database migrated, ready for uvicorn on host:port."""
     base_url = f"http://{host}:{port}"
@@ -83,9 +124,14 @@ def create_demo_app(host: str, port: int, data_dir: Path) -> tuple[Starlette, Se
             service_base_url=base_url,
         )
     )
+    bot = _bot_example().create_bot(settings, verify_token=secrets.token_urlsafe(16))
     routes = [
         Mount("/sandbox", app=sandbox.app),
+        Mount("/bot", app=bot),
         Route("/demo/uninstall", _uninstall, methods=["POST"]),
         Route("/demo/deauthorize", _deauthorize, methods=["POST"]),
+        Route("/demo/message", _message, methods=["POST"]),
     ]
-    return create_app(settings, extra_routes=routes, demo=sandbox), settings
+    app = create_app(settings, extra_routes=routes, demo=sandbox)
+    app.router.lifespan_context = _also(app.router.lifespan_context, bot)
+    return app, settings

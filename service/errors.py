@@ -7,6 +7,8 @@ a secret or a ciphertext: callers pass names (of settings, of rows), never value
 
 from __future__ import annotations
 
+import math
+
 
 class ServiceError(Exception):
     status_code: int = 500
@@ -232,6 +234,22 @@ class TokenRevoked(ProviderError):
     """The provider says the token no longer works (Graph error 190, Shopify 401)."""
 
     code = "token_revoked"
+
+
+class RateLimited(ProviderError):
+    """The provider asks us to slow down (Shopify's throttle, Graph's rate limits); `retry_after` is the wait
+    in seconds it stated, or None when it stated none."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after is None else {"Retry-After": str(math.ceil(self.retry_after))}
 
 
 class NotFound(ServiceError):

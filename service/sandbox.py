@@ -2,8 +2,10 @@
 
 Neither provider can be reached from here, so this app imitates what docs/providers.md records:
 the consent pages, the redirects, the token endpoints and their error bodies, a little of the Admin API
-and of the Graph API. Demo mode mounts it at /sandbox; tests run it through httpx.ASGITransport or a
-real uvicorn. Every signature (callback HMAC, webhook HMAC, signed_request, appsecret_proof) is computed
+(shop.json, a GraphQL endpoint with a few products, its cost and throttle) and of the Graph API (the
+Messenger Send API, which records what a bot sent), and signed Messenger webhooks to a bot. Demo mode
+mounts it at /sandbox; tests run it through httpx.ASGITransport or a real uvicorn. Every signature
+(callback HMAC, webhook HMAC, signed_request, appsecret_proof, X-Hub-Signature-256) is computed
 here from docs/providers.md with hmac/hashlib/base64, never with service.providers: two implementations
 checked against each other is what makes a test against the sandbox mean something.
 
@@ -46,6 +48,11 @@ FACEBOOK_DATA_ACCESS_TTL = 7_776_000
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 PAGE_TASKS = ["ANALYZE", "ADVERTISE", "MESSAGING", "MODERATE", "CREATE_CONTENT", "MANAGE"]
 DEFAULT_PAGES = [("101", "Acme Shoes"), ("102", "Acme Outlet"), ("103", "Acme Café")]
+# Every sandbox shop sells these (title, price in USD).
+PRODUCTS = [("Trail Runner", "89.00"), ("Canvas Sneaker", "55.00"), ("Wool Socks", "12.00"), ("Rain Boot", "70.00")]
+# The Admin GraphQL API's leaky bucket, as Shopify documents it for a standard plan.
+GRAPHQL_BUCKET = 1000.0
+GRAPHQL_RESTORE_RATE = 50.0
 
 _SHOP_RE = re.compile(r"[a-z0-9][a-z0-9-]*\.myshopify\.com")
 _ALNUM = string.ascii_letters + string.digits
@@ -117,6 +124,17 @@ class IssuedToken:
     long_lived: bool = False
 
 
+@dataclass
+class MessengerMessage:
+    """One Messenger message: from a shopper to a Page ("in", sent to the bot as a webhook) or from the
+    Page to the shopper ("out", sent by the bot through the Send API)."""
+
+    direction: str
+    page_id: str
+    psid: str  # the shopper's page-scoped id
+    text: str
+
+
 # --- faults --------------------------------------------------------------------------------------
 
 _COMMON_FAULTS = {"status_500", "malformed_json", "missing_fields", "slow", "drop"}
@@ -124,20 +142,24 @@ _FAULTS_FOR = {
     "shopify.approve": {"status_500", "slow", "drop", "scopes_reduced"},
     "shopify.access_token": _COMMON_FAULTS | {"scopes_reduced"},
     "shopify.shop": _COMMON_FAULTS,
+    "shopify.graphql": _COMMON_FAULTS | {"throttled", "status_429", "status_401"},
     "facebook.access_token": _COMMON_FAULTS | {"graph_190"},
     "facebook.me": _COMMON_FAULTS | {"graph_190"},
     "facebook.accounts": _COMMON_FAULTS | {"graph_190"},
     "facebook.debug_token": _COMMON_FAULTS | {"graph_190"},
     "shopify.revoke": {"status_500", "slow", "drop"},
     "facebook.revoke": {"status_500", "slow", "drop", "graph_190"},
+    "facebook.messages": _COMMON_FAULTS | {"graph_190", "rate_limited"},
 }
 _MISSING_FIELDS = {  # valid JSON, 200, without the field a client needs
     "shopify.access_token": {"scope": ""},
     "shopify.shop": {},
+    "shopify.graphql": {"extensions": {}},
     "facebook.access_token": {"token_type": "bearer", "expires_in": FACEBOOK_SHORT_TTL},
     "facebook.me": {"name": "?"},
     "facebook.accounts": {"paging": {}},
     "facebook.debug_token": {},
+    "facebook.messages": {"recipient_id": "0"},
 }
 
 
@@ -146,7 +168,7 @@ class Fault:
     endpoint: str
     kind: str
     times: int = 1
-    seconds: float = 5.0  # for "slow"
+    seconds: float = 5.0  # for "slow"; for "throttled" and "status_429", the wait the answer asks for
 
 
 class Faults:
@@ -158,6 +180,10 @@ class Faults:
     answer normally), "scopes_reduced" (Shopify grants the requested scopes minus the last one; at
     "shopify.approve" the code carries fewer, at "shopify.access_token" only the answer does). A fault that
     replaces the answer does so before the endpoint runs: no code is used up, no token issued.
+    At "shopify.graphql": "throttled" (200, a THROTTLED error, the bucket `seconds` of refill short of the
+    query's cost, or empty when the cost is smaller),
+    "status_429" (429, Retry-After `seconds`), "status_401" (401 whatever the token). At
+    "facebook.messages": "rate_limited" (Graph error 32, usage headers stating a minute's wait).
     """
 
     def __init__(self) -> None:
@@ -219,7 +245,20 @@ def _fault_response(endpoint: str, kind: str) -> Response | None:
         return _graph_error(_REVOKED, code=190, subcode=460)
     if kind == "drop":
         return DroppedConnection()
-    return None  # "slow" has already slept; "scopes_reduced" is applied by the endpoint
+    if kind == "status_401":
+        return JSONResponse({"errors": _SHOPIFY_401}, status_code=401)
+    if kind == "rate_limited":
+        return _graph_rate_limited()
+    return None  # "slow" has already slept; "scopes_reduced", "throttled", "status_429": the endpoint's
+
+
+def _graph_rate_limited() -> JSONResponse:
+    response = _graph_error("(#32) Page request limit reached", code=32)
+    response.headers["X-App-Usage"] = json.dumps({"call_count": 100, "total_time": 20, "total_cputime": 10})
+    usage = [{"type": "pages", "call_count": 100, "total_cputime": 10, "total_time": 20,
+              "estimated_time_to_regain_access": 1}]
+    response.headers["X-Business-Use-Case-Usage"] = json.dumps({"101": usage})
+    return response
 
 
 # --- small helpers -------------------------------------------------------------------------------
@@ -304,6 +343,8 @@ class Sandbox:
         self.tokens: dict[str, IssuedToken] = {}  # both providers; token strings never collide
         self._page_tokens: dict[tuple[str, str], str] = {}  # (user token, page id) -> page token
         self.revocations: list[Revocation] = []  # what apps gave up (see "Disconnecting", below)
+        self.messages: list[MessengerMessage] = []  # the conversations, in order (GET /messenger shows them)
+        self._buckets: dict[str, tuple[float, float]] = {}  # shop -> (points available, when last counted)
         r = self._route
         self.app = Starlette(routes=[
             r("/shopify/{shop}/admin", self.shopify_admin),
@@ -313,6 +354,7 @@ class Sandbox:
             r("/shopify/{shop}/admin/oauth/access_token", self.shopify_access_token, "POST",
               "shopify.access_token"),
             r("/shopify/{shop}/admin/api/{version}/shop.json", self.shopify_shop, "GET", "shopify.shop"),
+            r("/shopify/{shop}/admin/api/{version}/graphql.json", self.shopify_graphql, "POST", "shopify.graphql"),
             r("/facebook/{version}/dialog/oauth", self.facebook_dialog),
             r("/facebook/{version}/dialog/oauth/approve", self.facebook_approve, "POST"),
             r("/facebook/{version}/dialog/oauth/cancel", self.facebook_cancel, "POST"),
@@ -323,6 +365,8 @@ class Sandbox:
             r("/graph/debug_token", self.facebook_debug_token, "GET", "facebook.debug_token"),
             r("/graph/{version}/debug_token", self.facebook_debug_token, "GET", "facebook.debug_token"),
             *self._disconnect_routes(),
+            r("/graph/{version}/me/messages", self.facebook_send, "POST", "facebook.messages"),
+            r("/messenger", self.messenger_page),
             Route("/{path:path}", self._not_found, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         ])
 
@@ -343,6 +387,16 @@ class Sandbox:
 
     def valid_shopify_refresh_tokens(self, shop: str) -> set[str]:
         return self._valid("shopify", "refresh", shop)
+
+    def expire_shopify_access(self, shop: str) -> None:
+        """The shop's access tokens reach their hour: the Admin API refuses them; refresh tokens still work."""
+        for t in self.tokens.values():
+            if t.provider == "shopify" and t.owner == shop and t.kind == "access":
+                t.expires_at = self.clock()
+
+    def sent_messages(self, page_id: str | None = None) -> list[MessengerMessage]:
+        """What bots sent through the Send API (optionally for one Page), in order."""
+        return [m for m in self.messages if m.direction == "out" and page_id in (None, m.page_id)]
 
     def revoke_shopify(self, shop: str) -> None:
         """What an uninstall does: every access and refresh token of the shop stops working."""
@@ -401,6 +455,23 @@ class Sandbox:
         sig = hmac.new(self.config.facebook_app_secret.encode(), encoded.encode(), hashlib.sha256).digest()
         return f"{_b64url(sig)}.{encoded}"
 
+    def messenger_webhook(self, *, page_id: str, psid: str, text: str) -> tuple[bytes, dict[str, str]]:
+        """A Messenger `messages` event, as Meta delivers it: JSON, X-Hub-Signature-256 over the raw body."""
+        now_ms = int(self.clock() * 1000)
+        event = {"sender": {"id": psid}, "recipient": {"id": page_id}, "timestamp": now_ms,
+                 "message": {"mid": f"m_{_random(24)}", "text": text}}
+        body = json.dumps({"object": "page", "entry": [{"id": page_id, "time": now_ms, "messaging": [event]}]},
+                          separators=(",", ":")).encode()
+        digest = hmac.new(self.config.facebook_app_secret.encode(), body, hashlib.sha256).hexdigest()
+        return body, {"Content-Type": "application/json", "X-Hub-Signature-256": f"sha256={digest}"}
+
+    async def send_messenger_message(self, path: str, *, page_id: str, psid: str, text: str,
+                                     client: httpx.AsyncClient | None = None) -> httpx.Response:
+        """A shopper writes to the Page: the signed webhook goes to `path` on the service (where the bot is)."""
+        body, headers = self.messenger_webhook(page_id=page_id, psid=psid, text=text)
+        self.messages.append(MessengerMessage("in", page_id, psid, text))
+        return await self.deliver(path, body, headers, client=client)
+
     async def deliver(self, path: str, body: bytes, headers: dict[str, str], *,
                       client: httpx.AsyncClient | None = None) -> httpx.Response:
         """POST a webhook built above to the service, as the provider would."""
@@ -419,8 +490,10 @@ class Sandbox:
         async def endpoint(request: Request) -> Response:
             await self._record(request)
             request.state.fault = None
+            request.state.fault_seconds = None
             if fault_endpoint is not None and (fault := self.faults.take(fault_endpoint)) is not None:
                 request.state.fault = fault.kind
+                request.state.fault_seconds = fault.seconds
                 if fault.kind == "slow":
                     await asyncio.sleep(fault.seconds)  # a real sleep: it imitates a slow server
                 if (response := _fault_response(fault_endpoint, fault.kind)) is not None:
@@ -581,6 +654,76 @@ class Sandbox:
         name = self.config.shop_names.get(shop) or _shop_name(shop)
         return JSONResponse({"shop": {"id": _shop_id(shop), "name": name, "myshopify_domain": shop,
                                       "domain": shop}})
+
+    def _spend(self, shop: str, cost: float) -> tuple[float, bool]:
+        """Take `cost` points from the shop's bucket (refilled at the restore rate): what is left, and
+        whether there was enough."""
+        now = self.clock()
+        available, since = self._buckets.get(shop, (GRAPHQL_BUCKET, now))
+        available = min(GRAPHQL_BUCKET, available + (now - since) * GRAPHQL_RESTORE_RATE)
+        enough = available >= cost
+        if enough:
+            available -= cost
+        self._buckets[shop] = (available, now)
+        return available, enough
+
+    async def shopify_graphql(self, request: Request) -> Response:
+        shop = request.path_params["shop"]
+        token = self.tokens.get(request.headers.get("x-shopify-access-token", ""))
+        if token is None or token.kind != "access" or token.owner != shop or not self._alive(token):
+            return JSONResponse({"errors": _SHOPIFY_401}, status_code=401)
+        fault = request.state.fault
+        seconds: float = request.state.fault_seconds or 1.0
+        if fault == "status_429":
+            return JSONResponse({"errors": "Exceeded 2 calls per second for api client. Reduce request rates to "
+                                 "resume uninterrupted service."}, status_code=429,
+                                headers={"Retry-After": f"{seconds:g}"})
+        try:
+            payload = json.loads(await request.body())
+        except ValueError:
+            payload = None
+        query = payload.get("query") if isinstance(payload, dict) else None
+        if not isinstance(query, str) or not query.strip():
+            return JSONResponse({"errors": {"query": "Required parameter missing or invalid"}}, status_code=400)
+        variables = payload.get("variables") if isinstance(payload.get("variables"), dict) else {}
+        first = variables.get("first")
+        if not isinstance(first, int) or isinstance(first, bool):
+            found = re.search(r"first:\s*(\d+)", query)
+            first = int(found.group(1)) if found else 10
+        first = max(0, min(first, 250))
+        wants_products = re.search(r"\bproducts\s*\(", query) is not None
+        # Roughly Shopify's rule: an object costs 1, a connection its page size more.
+        requested = 2.0 + first if wants_products else 1.0
+        if fault == "throttled":
+            available = max(0.0, requested - seconds * GRAPHQL_RESTORE_RATE)
+            return JSONResponse({"errors": [{"message": "Throttled", "extensions": {
+                "code": "THROTTLED", "documentation": "https://shopify.dev/api/usage/rate-limits"}}],
+                "extensions": {"cost": self._cost(requested, None, available)}})
+        available, enough = self._spend(shop, requested)
+        if not enough:
+            return JSONResponse({"errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}],
+                                 "extensions": {"cost": self._cost(requested, None, available)}})
+        data: dict[str, object] = {}
+        if re.search(r"\bshop\s*\{", query):
+            data["shop"] = {"name": _shop_name(shop), "myshopifyDomain": shop}
+        if wants_products:
+            shop_id = _shop_id(shop)
+            data["products"] = {"edges": [
+                {"node": {"id": f"gid://shopify/Product/{shop_id % 10_000 * 100 + n}", "title": title,
+                          "handle": title.lower().replace(" ", "-"),
+                          "priceRangeV2": {"minVariantPrice": {"amount": price, "currencyCode": "USD"}}}}
+                for n, (title, price) in enumerate(PRODUCTS[:first], start=1)]}
+        if not data:
+            return JSONResponse({"errors": [{"message": "This stand-in answers only shop and products queries",
+                                             "extensions": {"code": "undefinedField"}}]})
+        actual = 2.0 + len(data["products"]["edges"]) if wants_products else 1.0  # type: ignore[index]
+        return JSONResponse({"data": data, "extensions": {"cost": self._cost(requested, actual, available)}})
+
+    @staticmethod
+    def _cost(requested: float, actual: float | None, available: float) -> dict[str, object]:
+        return {"requestedQueryCost": requested, "actualQueryCost": actual, "throttleStatus": {
+            "maximumAvailable": GRAPHQL_BUCKET, "currentlyAvailable": available,
+            "restoreRate": GRAPHQL_RESTORE_RATE}}
 
     # --- Facebook: the dialog ---
 
@@ -842,3 +985,37 @@ class Sandbox:
             f"<title>{html.escape(title)} (stand-in)</title>{style}</head>"
             f"<body>{banner}<main>{body}</main></body></html>"
         )
+
+    async def facebook_send(self, request: Request) -> Response:
+        """The Send API: a Page token with its proof, a recipient and a text; what was sent is recorded."""
+        caller = self._graph_caller(request)
+        if isinstance(caller, Response):
+            return caller
+        _, token = caller
+        if token.kind != "PAGE" or token.page_id is None:
+            return _graph_error("(#230) Requires pages_messaging permission to manage the object", code=230)
+        try:
+            payload = json.loads(await request.body())
+        except ValueError:
+            payload = None
+        recipient = payload.get("recipient") if isinstance(payload, dict) else None
+        message = payload.get("message") if isinstance(payload, dict) else None
+        psid = recipient.get("id") if isinstance(recipient, dict) else None
+        text = message.get("text") if isinstance(message, dict) else None
+        if not isinstance(psid, str) or not psid:
+            return _graph_error("(#100) The parameter recipient is required", code=100)
+        if not isinstance(text, str) or not text:
+            return _graph_error("(#100) The parameter message must have a text or an attachment", code=100)
+        self.messages.append(MessengerMessage("out", token.page_id, psid, text))
+        return JSONResponse({"recipient_id": psid, "message_id": f"m_{_random(24)}"})
+
+    async def messenger_page(self, request: Request) -> Response:
+        """The conversations the demo had, as a shopper would see them in Messenger."""
+        names = dict(self.config.pages)
+        def who(m: MessengerMessage) -> str:
+            return names.get(m.page_id, m.page_id) if m.direction == "out" else f"Shopper {m.psid}"
+
+        rows = "".join(f'<li class="{m.direction}"><b>{html.escape(who(m))}</b>: {html.escape(m.text)}</li>'
+                       for m in self.messages)
+        return _page("Messenger (sandbox)", f'<h1>Messenger (sandbox)</h1><ol id="messages">{rows}</ol>'
+                     '<p><a href="/">Back to the service</a></p>')

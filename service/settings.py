@@ -8,6 +8,7 @@ hides the value. See DESIGN.md, "Settings".
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,6 +22,9 @@ DEFAULT_TOKEN_DB_PATH = "./data/tokens.db"
 DEFAULT_FACEBOOK_SCOPES = ("pages_show_list", "pages_messaging", "pages_manage_metadata")
 DEFAULT_SHOPIFY_SCOPES = ("read_products", "read_orders")
 DEFAULT_GRAPH_VERSION = "v25.0"
+# Shopify's Admin API versions are quarterly (YYYY-01, -04, -07, -10), each supported about a year.
+DEFAULT_SHOPIFY_API_VERSION = "2026-10"
+_SHOPIFY_API_VERSION = re.compile(r"20[0-9]{2}-(01|04|07|10)|unstable")
 DEFAULT_ENV_FILE = ".env"
 # A shorter STATE_TOKEN_SECRET is refused by `serve` and `migrate` (service/security.py).
 MIN_SECRET_LENGTH = 32
@@ -110,6 +114,7 @@ class Settings:
     shopify_redirect_uri: str | None = None
     shopify_scopes: tuple[str, ...] = DEFAULT_SHOPIFY_SCOPES
     shopify_admin_base_url: str = "https://{shop}"
+    shopify_api_version: str = DEFAULT_SHOPIFY_API_VERSION
 
     facebook_app_id: str | None = None
     facebook_app_secret: Secret | None = None
@@ -167,6 +172,13 @@ class Settings:
         except ValueError:
             raise SettingsError("HTTP_TIMEOUT_SECONDS must be a number of seconds.") from None
 
+        api_version = text("SHOPIFY_API_VERSION") or DEFAULT_SHOPIFY_API_VERSION
+        if not _SHOPIFY_API_VERSION.fullmatch(api_version):
+            raise SettingsError(
+                "SHOPIFY_API_VERSION must be a Shopify Admin API version such as "
+                f"{DEFAULT_SHOPIFY_API_VERSION} (YYYY-01, -04, -07 or -10)."
+            )
+
         return cls(
             state_token_secret=Secret(secret),
             database_url=database_url,
@@ -178,6 +190,7 @@ class Settings:
             shopify_redirect_uri=text("SHOPIFY_REDIRECT_URI"),
             shopify_scopes=_split(text("SHOPIFY_SCOPES", "") or "") or DEFAULT_SHOPIFY_SCOPES,
             shopify_admin_base_url=text("SHOPIFY_ADMIN_BASE_URL") or "https://{shop}",
+            shopify_api_version=api_version,
             facebook_app_id=not_placeholder("FACEBOOK_APP_ID"),
             facebook_app_secret=secret_or_none("FACEBOOK_APP_SECRET"),
             facebook_redirect_uri=text("FACEBOOK_REDIRECT_URI"),

@@ -84,6 +84,8 @@ def test_vault_workloads_without_postgresql_say_so_in_one_line_and_run_the_rest(
 
     shopify = table(lines, "11. Shopify")
     assert shopify["get_shopify_token"][2:] == ["-", "-"] and shopify["get_shopify_token"][0] != "-"
+    assert shopify["page_connection"][0] != "-" and shopify["shop_connection"][0] != "-"
+    assert any(line.startswith("SQLite: page_connection costs ") for line in lines)
 
 
 async def _databases(url: str) -> set[str]:

@@ -563,3 +563,101 @@ async def test_deliver_posts_to_the_service(clock: FakeClock) -> None:
     assert seen[0].headers["x-shopify-hmac-sha256"] == headers["X-Shopify-Hmac-Sha256"]
     with pytest.raises(RuntimeError, match="service_base_url"):
         await Sandbox(make_config()).deliver("/x", b"", {})
+
+
+# --- the bot's side: Admin GraphQL, the Send API, Messenger webhooks ------------------------------
+
+
+async def expiring_access_token(client: httpx.AsyncClient) -> str:
+    code = (await shopify_code(client))["code"]
+    return (await shopify_exchange(client, code, expiring="1")).json()["access_token"]
+
+
+async def graphql(client: httpx.AsyncClient, token: str, query: str, **variables: object) -> httpx.Response:
+    return await client.post(f"/shopify/{SHOP}/admin/api/2026-10/graphql.json",
+                             json={"query": query, "variables": variables}, headers={"X-Shopify-Access-Token": token})
+
+
+@pytest.mark.asyncio
+async def test_graphql_answers_products_with_their_cost_and_refuses_bad_tokens(
+        client: httpx.AsyncClient, sandbox: Sandbox, clock: FakeClock) -> None:
+    token = await expiring_access_token(client)
+    products = "query($first: Int!) { products(first: $first) { edges { node { title } } } }"
+    answer = await graphql(client, token, products, first=2)
+    assert answer.status_code == 200
+    assert [edge["node"]["title"] for edge in answer.json()["data"]["products"]["edges"]] == [
+        "Trail Runner", "Canvas Sneaker"]
+    cost = answer.json()["extensions"]["cost"]
+    assert (cost["requestedQueryCost"], cost["actualQueryCost"]) == (4, 4)
+    assert cost["throttleStatus"] == {"maximumAvailable": 1000, "currentlyAvailable": 996, "restoreRate": 50}
+    shop = await graphql(client, token, "{ shop { name } }")
+    assert shop.json()["data"] == {"shop": {"name": "Acme Shop", "myshopifyDomain": SHOP}}
+    for bad in ("shpat_unknown", ""):
+        refused = await graphql(client, bad, "{ shop { name } }")
+        assert refused.status_code == 401 and refused.json()["errors"].startswith("[API] Invalid API key")
+    sandbox.expire_shopify_access(SHOP)  # the hour is up: refused, though the refresh token still works
+    assert (await graphql(client, token, "{ shop { name } }")).status_code == 401
+    assert sandbox.valid_shopify_refresh_tokens(SHOP)
+
+
+@pytest.mark.asyncio
+async def test_graphql_throttles_an_empty_bucket_and_on_demand(client: httpx.AsyncClient, sandbox: Sandbox,
+                                                               clock: FakeClock) -> None:
+    token = await expiring_access_token(client)
+    big = "{ products(first: 250) { edges { node { title } } } }"
+    for _ in range(3):  # 252 points each from a bucket of 1000
+        assert "data" in (await graphql(client, token, big)).json()
+    throttled = (await graphql(client, token, big)).json()
+    assert throttled["errors"][0]["extensions"]["code"] == "THROTTLED" and "data" not in throttled
+    status = throttled["extensions"]["cost"]["throttleStatus"]
+    assert status["currentlyAvailable"] == 1000 - 3 * 252
+    clock.now += (252 - status["currentlyAvailable"]) / status["restoreRate"]  # the documented wait
+    assert "data" in (await graphql(client, token, big)).json()
+    sandbox.faults.add("shopify.graphql", "throttled", seconds=0.5)
+    forced = (await graphql(client, token, big)).json()
+    cost = forced["extensions"]["cost"]
+    wait = (cost["requestedQueryCost"] - cost["throttleStatus"]["currentlyAvailable"]) / 50
+    assert forced["errors"][0]["message"] == "Throttled" and wait == pytest.approx(0.5)
+    sandbox.faults.add("shopify.graphql", "status_429", seconds=2)
+    limited = await graphql(client, token, "{ shop { name } }")
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "2"
+
+
+@pytest.mark.asyncio
+async def test_send_api_checks_the_page_token_and_its_proof_and_records(client: httpx.AsyncClient,
+                                                                       sandbox: Sandbox) -> None:
+    user = await long_lived_token(client)
+    pages = (await graph(client, "me/accounts", user, fields="id,access_token")).json()["data"]
+    page_token = pages[0]["access_token"]
+    body = {"recipient": {"id": "7001"}, "messaging_type": "RESPONSE", "message": {"text": "Hello"}}
+
+    async def send(token: str, signature: str, payload: dict = body) -> httpx.Response:
+        return await client.post("/graph/v25.0/me/messages", json=payload,
+                                  params={"access_token": token, "appsecret_proof": signature})
+
+    sent = await send(page_token, proof(page_token))
+    assert sent.status_code == 200 and sent.json()["recipient_id"] == "7001"
+    assert [(m.direction, m.page_id, m.psid, m.text) for m in sandbox.messages] == [("out", "101", "7001", "Hello")]
+    assert (await send(page_token, proof(page_token, "other"))).json()["error"]["code"] == 100
+    assert (await send(user, proof(user))).json()["error"]["code"] == 230  # a user token cannot send as a Page
+    assert (await send(page_token, proof(page_token), {"message": {"text": "x"}})).json()["error"]["code"] == 100
+    sandbox.faults.add("facebook.messages", "rate_limited")
+    limited = await send(page_token, proof(page_token))
+    assert limited.json()["error"]["code"] == 32
+    usage = json.loads(limited.headers["x-business-use-case-usage"])
+    assert usage["101"][0]["estimated_time_to_regain_access"] == 1
+    assert len(sandbox.sent_messages()) == 1
+    page = await client.get("/messenger")
+    assert "Acme Shoes" in page.text and "Hello" in page.text
+
+
+def test_messenger_webhook_is_signed_over_the_raw_body(sandbox: Sandbox) -> None:
+    body, headers = sandbox.messenger_webhook(page_id="101", psid="7001", text="Hi <there>")
+    scheme, _, digest = headers["X-Hub-Signature-256"].partition("=")
+    assert scheme == "sha256"
+    assert hmac.compare_digest(digest, hmac.new(FB_SECRET.encode(), body, hashlib.sha256).hexdigest())
+    event = json.loads(body)
+    assert event["object"] == "page" and event["entry"][0]["id"] == "101"
+    [message] = event["entry"][0]["messaging"]
+    assert (message["sender"], message["recipient"], message["message"]["text"]) == (
+        {"id": "7001"}, {"id": "101"}, "Hi <there>")

@@ -137,3 +137,12 @@ def test_secure_cookies_follow_the_redirect_uris_unless_set(scheme: str, setting
     settings = Settings.from_environ(environ, env_file=None)
     assert settings.session_cookie_secure is secure
     assert settings.served_over_https is (scheme == "https")
+
+
+def test_the_shopify_api_version_is_a_quarterly_release() -> None:
+    assert Settings.from_environ({"STATE_TOKEN_SECRET": "s" * 40}, env_file=None).shopify_api_version == "2026-10"
+    chosen = Settings.from_environ({"STATE_TOKEN_SECRET": "s" * 40, "SHOPIFY_API_VERSION": "2027-01"}, env_file=None)
+    assert chosen.shopify_api_version == "2027-01"
+    for bad in ("2026-11", "v2026-10", "latest", "2026-10/../../x"):
+        with pytest.raises(SettingsError, match="SHOPIFY_API_VERSION"):
+            Settings.from_environ({"STATE_TOKEN_SECRET": "s" * 40, "SHOPIFY_API_VERSION": bad}, env_file=None)

@@ -101,7 +101,9 @@ class OnlineCheck:
                 info = keys.describe_key(row.key)
                 shop = row.subject or (info.subject if info is not None else "")
                 base = shopify.admin_base_url(self.settings.shopify_admin_base_url, shop)
-                works = await shopify.token_works(self.client, admin_base=base, access_token=token)
+                works = await shopify.token_works(
+                    self.client, admin_base=base, access_token=token, api_version=self.settings.shopify_api_version
+                )
                 return (LIVE, "") if works else (DEAD, "Shopify refused it")
             if provider == keys.FACEBOOK:
                 if self.graph is None:

@@ -34,6 +34,23 @@ def appsecret_proof(access_token: str, app_secret: str) -> str:
     return hmac.new(app_secret.encode(), access_token.encode(), hashlib.sha256).hexdigest()
 
 
+def messenger_signature_valid(body: bytes, header: str | None, app_secret: str) -> bool:
+    """Whether `X-Hub-Signature-256` ("sha256=" and the hex HMAC-SHA256 of the raw body with the app
+    secret) signs this body: the check a Messenger webhook must pass before anything is read from it."""
+    if not header or not header.isascii() or not header.startswith("sha256="):
+        return False
+    expected = hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(header.removeprefix("sha256=").lower().encode(), expected.encode())
+
+
+def graph_error(body: Any) -> tuple[int | None, int | None]:
+    """(code, error_subcode) of a Graph error body, or (None, None) when the body is not one."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return None, None
+    return _graph_int(error.get("code")), _graph_int(error.get("error_subcode"))
+
+
 def dialog_url(
     *, dialog_base: str, version: str, client_id: str, redirect_uri: str, state: str, scopes: list[str]
 ) -> str:

@@ -20,7 +20,6 @@ from service import errors
 from service.providers.http import aware_utc, parse_json, send
 
 SHOP_SUFFIX = ".myshopify.com"
-API_VERSION = "2026-10"  # the Admin API version our REST calls name
 MAX_NAME_LENGTH = 255
 # Shopify's documented lifetime of an expiring offline access token, for responses that forget expires_in.
 ACCESS_TOKEN_LIFETIME = timedelta(hours=1)
@@ -377,7 +376,7 @@ async def migrate_to_expiring(
 
 
 async def token_works(
-    client: httpx.AsyncClient, *, admin_base: str, access_token: str, api_version: str = API_VERSION
+    client: httpx.AsyncClient, *, admin_base: str, access_token: str, api_version: str
 ) -> bool:
     response = await send(
         client,
@@ -396,7 +395,7 @@ async def token_works(
 
 
 async def shop_name(
-    client: httpx.AsyncClient, *, admin_base: str, access_token: str, api_version: str = API_VERSION
+    client: httpx.AsyncClient, *, admin_base: str, access_token: str, api_version: str
 ) -> str | None:
     """The shop's name (`shop.json`), or None when Shopify does not give one: a name is worth showing,
     not worth failing a connect for, so every failure here is None."""

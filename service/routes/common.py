@@ -17,9 +17,9 @@ from starlette.types import Message
 
 from service.errors import NotConfigured, ServiceError
 from service.providers import facebook
-from service.refresh import ShopifyTokens
 from service.settings import Settings
 from service.vault import TokenStore
+from service.vault.refresh import ShopifyTokens
 
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
 

@@ -102,7 +102,9 @@ async def callback(request: Request) -> Response:
     }
     # The shop's name, where Shopify gives it; a connect never fails for the lack of one (the last name
     # stored stays).
-    name = await shopify.shop_name(app.http, admin_base=admin_base, access_token=token.access_token)
+    name = await shopify.shop_name(
+        app.http, admin_base=admin_base, access_token=token.access_token, api_version=app.settings.shopify_api_version
+    )
     if name is not None:
         metadata["name"] = name
     shop_key = shopify.shop_key(domain)

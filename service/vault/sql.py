@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from service import keys
 from service.vault.schema import RECORD_COLUMNS
 
 SQLITE, POSTGRES = "sqlite", "postgresql"
@@ -108,6 +109,27 @@ ACCOUNT_OF = "SELECT account_uuid FROM tokens WHERE key = :key"
 ACCOUNT_EXISTS = "SELECT uuid FROM accounts WHERE uuid = :account"
 # Who holds what: the account and the granting Facebook user of each key (account linking).
 LINKS = "SELECT key, account_uuid, granted_by FROM tokens WHERE key IN :keys FOR UPDATE"
+# What the bot asks (vault/connections.py), one statement each, every row found through an index: the
+# token's row by key, its account (its own link, else its UUID entry's), then the account's other rows
+# through the account index. Only the first row carries a ciphertext.
+PAGE_CONNECTION = (
+    "SELECT page.key, page.value, page.expires_at, page.account, page.name, "
+    "(SELECT shop.key FROM tokens AS shop WHERE shop.account_uuid = page.account AND shop.type = 'token' "
+    f"AND substr(shop.key, 1, {len(keys.SHOPIFY_TOKEN_PREFIX)}) = '{keys.SHOPIFY_TOKEN_PREFIX}' "
+    "ORDER BY shop.created_at, shop.key LIMIT 1) "
+    "FROM (SELECT key, value, expires_at, name, "
+    "coalesce(account_uuid, (SELECT link.account_uuid FROM tokens AS link WHERE link.key = :uuid_key)) AS account "
+    "FROM tokens WHERE key = :key) AS page"
+)
+SHOP_CONNECTION = (
+    "WITH shop AS (SELECT key, value, expires_at, refresh_token IS NOT NULL AS refreshable, "
+    "coalesce(account_uuid, (SELECT link.account_uuid FROM tokens AS link WHERE link.key = :uuid_key)) AS account "
+    "FROM tokens WHERE key = :key) "
+    "SELECT key, value, expires_at, refreshable, account FROM shop "
+    "UNION ALL SELECT page.key, NULL, NULL, NULL, NULL FROM tokens AS page JOIN shop "
+    "ON page.account_uuid = shop.account WHERE page.type = 'token' "
+    f"AND substr(page.key, 1, {len(keys.PAGE_TOKEN_PREFIX)}) = '{keys.PAGE_TOKEN_PREFIX}'"
+)
 COUNT = "SELECT count(*) FROM tokens"
 NEWEST = "SELECT key, value FROM tokens ORDER BY updated_at DESC NULLS LAST, key LIMIT 1"
 # Jobs: ciphertexts as stored, a batch at a time in key order.
@@ -138,7 +160,11 @@ LINK_TOKEN = (
     "UPDATE tokens SET account_uuid = entry.account_uuid FROM tokens AS entry "
     "WHERE tokens.key = :key AND entry.key = :entry_key AND entry.account_uuid IS NOT NULL"
 )
-RELINK_TOKEN = "UPDATE tokens SET account_uuid = :account, updated_at = :now WHERE key = :key RETURNING key"
+# `value = value` names a watched column, so the change log and NOTIFY carry the key to every process's
+# cache (a link is part of the connections cached there); the value itself is left as it is.
+RELINK_TOKEN = (
+    "UPDATE tokens SET account_uuid = :account, updated_at = :now, value = value WHERE key = :key RETURNING key"
+)
 DELETE_KEYS = "DELETE FROM tokens WHERE key IN :keys RETURNING key"
 # Revocations (service/revocations.py). An uninstall older than the stored token (a reinstall raced
 # its webhook) deletes nothing.
@@ -177,6 +203,10 @@ LEASE = "SELECT refresh_lease_until FROM tokens WHERE key = :key"
 @functools.cache
 def set_columns(columns: frozenset[str]) -> str:
     assignments = ", ".join(f"{name} = :{name}" for name in sorted(columns))
+    if columns & {"account_uuid", "name"}:
+        # As RELINK_TOKEN: every process hears of a new link or name (cached connections carry both; the
+        # change triggers watch the value, not these columns).
+        assignments += ", value = value"
     return f"UPDATE tokens SET {assignments} WHERE key = :key RETURNING key"
 
 

@@ -2,13 +2,15 @@
 
 The seed's four methods (`store_token`, `get_token`, `get_all_tokens_by_type`, `delete_token`) with
 their names and results, plus what the flows, jobs and the bot need: several writes in one
-transaction, records with their metadata, listings, accounts, and expiring Shopify tokens.
+transaction, records with their metadata, listings, accounts, expiring Shopify tokens, and the bot's
+connections and API clients (README, "From the bot").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import math
 import time
@@ -18,18 +20,23 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import httpx
+
 from service import keys
 from service.crypto import KeyRing
 from service.db import create_engine, sqlite_file
-from service.errors import InvalidInput, NotConfigured, SettingsError, UndecryptableValue
+from service.errors import InvalidInput, NotConfigured, NotFound, SettingsError, TokenRevoked, UndecryptableValue
 from service.migrate import require_head
 from service.models import utcnow
-from service.providers.shopify import shop_key
+from service.providers.auth import GraphAuth, ShopifyAuth
+from service.providers.shopify import normalize_shop, shop_key
 from service.settings import Settings
-from service.vault import linking, sql
+from service.vault import connections, linking, sql
 from service.vault.batching import Batcher
 from service.vault.bulk import Bulk
-from service.vault.cache import MISSING, REFRESH_MARGIN, Entry, Ticket, TokenCache
+from service.vault.cache import MISSING, PAGE, REFRESH_MARGIN, SHOP, Entry, Ticket, TokenCache
+from service.vault.clients import Outbound
+from service.vault.connections import CachedShop, PageConnection, ShopConnection
 from service.vault.linking import Joined
 from service.vault.planner import (
     Plan,
@@ -41,6 +48,7 @@ from service.vault.planner import (
     plan_writes,
 )
 from service.vault.postgres import PostgresBackend
+from service.vault.refresh import ShopifyTokens
 from service.vault.schema import (
     METADATA_COLUMNS,
     RECORD_COLUMNS,
@@ -54,8 +62,6 @@ from service.vault.writes import Decided, Job, ReadWrite, Write
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
-
-    from service.refresh import ShopifyTokens
 
 R = TypeVar("R")
 PAGE_SIZE = 500  # rows per query when walking the table
@@ -75,13 +81,23 @@ class _Load:
 
 
 class TokenStore:
-    # Set by whoever has an HTTP client (the app, or a script): refreshes expiring Shopify tokens.
-    shopify_tokens: ShopifyTokens | None = None
-
-    def __init__(self, backend: Backend, *, engine: AsyncEngine, keyring: KeyRing, cache: TokenCache) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        engine: AsyncEngine,
+        keyring: KeyRing,
+        cache: TokenCache,
+        settings: Settings,
+        outbound: Outbound,
+    ) -> None:
         self._backend = backend
         self._ring = keyring
         self._cache = cache
+        self.settings = settings
+        self._outbound = outbound
+        # Refreshes expiring Shopify tokens through the outbound client, in whatever process opened the store.
+        self.shopify_tokens = ShopifyTokens(self, settings, outbound.refresh_client)
         # The SQLAlchemy engine the ORM models run on: for the service's other tables, never tokens.
         self.engine = engine
         self._loading: dict[str, _Load] = {}
@@ -94,14 +110,29 @@ class TokenStore:
     @classmethod
     @contextlib.asynccontextmanager
     async def open(
-        cls, target: str | Settings, *, check_schema: bool = True, cache_size: int | None = None
+        cls,
+        target: str | Settings,
+        *,
+        check_schema: bool = True,
+        cache_size: int | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> AsyncIterator[TokenStore]:
-        """A store on a database URL (keys from the environment and .env) or on a Settings object."""
+        """A store on a database URL (keys and provider settings from the environment and .env) or on a
+        Settings object, in any process.
+
+        http_client: the client Shopify refreshes go through (default: one built from the settings on
+        first use, closed with the store). transport: what the store's own clients (refreshes, and
+        shopify_client/graph_client) send through (default: httpx's, pooled)."""
         settings = Settings.from_environ().with_database(target) if isinstance(target, str) else target
         keyring = KeyRing.from_settings(settings)
+        from service.security import redact_http_logs  # here: service.security reads the vault's probe
+
+        redact_http_logs()  # httpx logs request URLs, and Graph's carry the Page token
         engine = create_engine(settings.database_url, keyring=keyring)
         cache = TokenCache() if cache_size is None else TokenCache(cache_size)
         store: TokenStore | None = None
+        outbound = Outbound(settings, http_client=http_client, transport=transport)
         try:
             if check_schema:
                 await require_head(engine)
@@ -112,13 +143,14 @@ class TokenStore:
                 backend: Backend = SQLiteBackend(path, keyring, cache)
             else:
                 backend = PostgresBackend(settings.database_url, cache, engine)
-            store = cls(backend, engine=engine, keyring=keyring, cache=cache)
+            store = cls(backend, engine=engine, keyring=keyring, cache=cache, settings=settings, outbound=outbound)
             if isinstance(backend, PostgresBackend):
                 await backend.start()  # listening before the first read, so the cache serves at once
             yield store
         finally:
             if store is not None:
                 await store.aclose()
+            await outbound.aclose()
             await engine.dispose()
 
     async def aclose(self) -> None:
@@ -296,17 +328,109 @@ class TokenStore:
 
     # --- Shopify tokens --------------------------------------------------------------------------
 
-    async def get_shopify_token(self, shop: str) -> str | None:
+    async def get_shopify_token(self, shop: str, *, refused: str | None = None) -> str | None:
         """A working Shopify access token for the shop (name or domain); one not due for refresh costs
-        what get_token costs, one that expires within REFRESH_MARGIN is refreshed first."""
-        entry = await self._entry(_shop_token_key(shop), need_due=True)
-        if entry is None:
+        what get_token costs, one that expires within REFRESH_MARGIN is refreshed first.
+
+        refused: the token Shopify just answered 401 to: it is refreshed, unless another one was stored
+        meanwhile, which is handed back instead."""
+        if refused is None:
+            entry = await self._entry(_shop_token_key(shop), need_due=True)
+            if entry is None:
+                return None
+            if time.time() < entry.refresh_due:  # type: ignore[operator]
+                return entry.value
+        return await self.shopify_tokens.get(shop, refused=refused)
+
+    async def mark_token_dead(self, key: str, value: str | None = None) -> bool:
+        """Mark a token the provider refused as expired now, as `tokens check --online` marks it: unless
+        it was rewritten meanwhile (value: the token that was refused, if known) or expires sooner."""
+        validate_key(key)
+        rows = await self.bulk.rows([key])
+        if not rows or (value is not None and self.bulk.decrypt(rows[0]) != value):
+            return False
+        return await self.bulk.mark_expired(rows, utcnow()) == 1
+
+    # --- the bot's side --------------------------------------------------------------------------
+
+    async def page_connection(self, page_id: str) -> PageConnection | None:
+        """A Page's token, account and store (vault/connections.py); None when no token is stored for it."""
+        found = await self._derived(PAGE, page_id)
+        if found is not MISSING:
+            return found  # type: ignore[return-value]
+        page_id = _page_id(page_id)  # only valid ids are ever cached, so a hit needs no check
+        statement, params = connections.page_query(page_id)
+        return await self._load_derived(PAGE, page_id, statement, params, page_id)  # type: ignore[no-any-return]
+
+    async def shop_connection(self, shop: str) -> ShopConnection | None:
+        """A shop's token, valid now (refreshed first if due), its account and the account's Pages; the
+        shop as "acme" or "acme.myshopify.com". None when no token is stored for it."""
+        domain, name = _shop_names(shop)
+        cached = await self._shop_entry(domain, name)
+        if cached is None:
             return None
-        if time.time() < entry.refresh_due:  # type: ignore[operator]
-            return entry.value
-        if self.shopify_tokens is None:
-            raise NotConfigured("This store has no Shopify client attached (service.refresh.ShopifyTokens).")
-        return await self.shopify_tokens.get(shop)
+        if time.time() < cached.entry.refresh_due:  # type: ignore[operator]
+            return cached.connection
+        token = await self.shopify_tokens.get(domain)  # refreshed, or still valid while it cannot be
+        cached = await self._shop_entry(domain, name)
+        if cached is None or token is None:
+            return None
+        if cached.connection.token == token:
+            return cached.connection
+        return dataclasses.replace(cached.connection, token=token)
+
+    async def _shop_entry(self, domain: str, name: str) -> CachedShop | None:
+        found = await self._derived(SHOP, name)
+        if found is not MISSING:
+            return found  # type: ignore[return-value]
+        statement, params = connections.shop_query(name)
+        return await self._load_derived(SHOP, name, statement, params, domain)  # type: ignore[no-any-return]
+
+    @contextlib.asynccontextmanager
+    async def shopify_client(self, shop: str) -> AsyncIterator[httpx.AsyncClient]:
+        """An httpx.AsyncClient on the shop's Admin API (SHOPIFY_API_VERSION): the token goes in its
+        header, is refreshed on a 401 (one retry), and a throttled answer is waited out once."""
+        domain = normalize_shop(shop)
+        if await self.get_shopify_token(domain) is None:
+            raise NotFound(f"No Shopify token is stored for {domain}: install the app on that store first.")
+
+        async def token(refused: str | None) -> str:
+            found = await self.get_shopify_token(domain, refused=refused)
+            if found is None:
+                raise NotFound(f"The Shopify token of {domain} was deleted (the app was uninstalled).")
+            return found
+
+        auth = ShopifyAuth(domain, token)
+        async with self._outbound.client(base_url=self._outbound.shopify_base_url(domain), auth=auth) as client:
+            yield client
+
+    @contextlib.asynccontextmanager
+    async def graph_client(self, page_id: str) -> AsyncIterator[httpx.AsyncClient]:
+        """An httpx.AsyncClient on the Graph API (FACEBOOK_GRAPH_VERSION) for the Page: its token and
+        appsecret_proof go on every request; error 190 marks the token dead and raises TokenRevoked."""
+        page_id = _page_id(page_id)
+        if self.settings.facebook_app_secret is None:
+            raise NotConfigured("FACEBOOK_APP_SECRET is not set: Graph calls need it for appsecret_proof.")
+        if await self.page_connection(page_id) is None:
+            raise NotFound(f"No token is stored for Page {page_id}: connect it first.")
+        key = keys.page_token_key(page_id)
+
+        async def token() -> str:
+            page = await self.page_connection(page_id)
+            if page is None:
+                raise NotFound(f"The token of Page {page_id} was deleted (the app was removed on Facebook).")
+            if page.expires_at is not None and page.expires_at <= utcnow():
+                raise TokenRevoked(
+                    f"The token of Page {page_id} was found dead or has expired: connect the Page again."
+                )
+            return page.token
+
+        async def dead(refused: str) -> None:
+            await self.mark_token_dead(key, refused)
+
+        auth = GraphAuth(page_id, token, str(self.settings.facebook_app_secret), dead)
+        async with self._outbound.client(base_url=self._outbound.graph_base_url(), auth=auth) as client:
+            yield client
 
     async def take_refresh_lease(self, key: str, *, now: datetime, until: datetime) -> bool:
         """Take the row's refresh lease unless another process holds one that has not run out."""
@@ -334,6 +458,28 @@ class TokenStore:
         return await self._backend.run_job(job)
 
     # --- reading through the cache ---------------------------------------------------------------
+
+    async def _derived(self, kind: str, name: str) -> Any:
+        """A derived entry (vault/connections.py) the cache may serve, or MISSING."""
+        found = self._cache.derived(kind, name)
+        if found is not MISSING and self._backend.fresh():
+            return self._cache.derived(kind, name)  # the freshness check may have dropped it
+        return MISSING
+
+    async def _load_derived(self, kind: str, name: str, statement: str, params: dict[str, Any], subject: str) -> Any:
+        """A derived entry from its one query, then cached (as _entry does for a token)."""
+        build = connections.page_connection if kind == PAGE else connections.shop_connection
+        self._queries += 1
+        if self._backend.inline_reads:
+            # SQLite: read and fill in one go, on the event loop; nothing runs in between.
+            built = build(subject, self._backend.read(statement, params), self._ring)
+            self._cache.put_derived(kind, name, built)
+            return built
+        ticket = self._cache.reserve_derived(kind, name)
+        built = build(subject, await self._backend.fetch(statement, params), self._ring)
+        if self._backend.fresh():
+            self._cache.fill_derived(kind, name, ticket, built)
+        return built
 
     async def _entry(self, key: str, *, need_due: bool = False) -> Entry | None:
         entry = self._cache.get(key)
@@ -442,6 +588,19 @@ class TokenStore:
         }
 
 
+def _page_id(page_id: str) -> str:
+    if not isinstance(page_id, str) or not page_id.isascii() or not page_id.isdigit() or len(page_id) > 64:
+        raise InvalidInput("A Page id is the Page's number, as a string of digits.")
+    return page_id
+
+
+@functools.lru_cache(maxsize=4096)
+def _shop_names(shop: str) -> tuple[str, str]:
+    """(domain, shop key) of a shop name as the bot got it, normalised once each (raises InvalidShop)."""
+    domain = normalize_shop(shop)
+    return domain, shop_key(domain)
+
+
 @functools.lru_cache(maxsize=4096)
 def _shop_token_key(shop: str) -> str:
     # Shop names arrive as the bot got them ("acme", "acme.myshopify.com"): normalised once each.
@@ -469,4 +628,4 @@ def _listed(row: Sequence[Any]) -> TokenRecord:
     return TokenRecord(value=None, **_fields(plain), refreshable=bool(refreshable))
 
 
-__all__ = ["REFRESH_MARGIN", "TokenRecord", "TokenStore", "TokenWrite"]
+__all__ = ["REFRESH_MARGIN", "PageConnection", "ShopConnection", "TokenRecord", "TokenStore", "TokenWrite"]

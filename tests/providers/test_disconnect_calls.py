@@ -50,7 +50,7 @@ def refused(request: httpx.Request) -> httpx.Response:
 
 async def name_from(fake: Fake) -> str | None:
     async with fake.client() as client:
-        return await shopify.shop_name(client, admin_base=ADMIN, access_token=TOKEN)
+        return await shopify.shop_name(client, admin_base=ADMIN, access_token=TOKEN, api_version="2026-10")
 
 
 async def test_shop_name_reads_shop_json_with_the_token() -> None:

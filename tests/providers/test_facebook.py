@@ -583,3 +583,14 @@ def test_payload_digest_ignores_key_order_and_depends_on_key_and_content() -> No
     assert facebook.payload_digest(dict(reversed(payload.items())), key=b"k") == digest
     assert facebook.payload_digest(payload, key=b"other") != digest
     assert facebook.payload_digest({**payload, "issued_at": 6}, key=b"k") != digest
+
+
+def test_messenger_signatures_cover_the_raw_body() -> None:
+    body = b'{"object":"page","entry":[]}'
+    digest = hmac.new(APP_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    assert facebook.messenger_signature_valid(body, f"sha256={digest}", APP_SECRET)
+    assert facebook.messenger_signature_valid(body, f"sha256={digest.upper()}", APP_SECRET)  # hex is hex
+    for header in (None, "", digest, f"sha1={digest}", f"sha256={digest[:-1]}", "sha256=ünïcode"):
+        assert not facebook.messenger_signature_valid(body, header, APP_SECRET)
+    assert not facebook.messenger_signature_valid(body + b" ", f"sha256={digest}", APP_SECRET)
+    assert not facebook.messenger_signature_valid(body, f"sha256={digest}", "another-secret")

@@ -743,7 +743,7 @@ async def test_migrate_failure_hides_old_token() -> None:
 
 async def works(fake: Fake) -> bool:
     async with fake.client() as client:
-        return await shopify.token_works(client, admin_base=ADMIN, access_token="shpat_live")
+        return await shopify.token_works(client, admin_base=ADMIN, access_token="shpat_live", api_version="2026-10")
 
 
 @pytest.mark.asyncio
