@@ -111,7 +111,9 @@ def test_demo_click_through_in_chromium(tmp_path: Path) -> None:
             assert "Acme Shoes (Page 101)" in pages and "Acme Café (Page 103)" in pages
             assert "Acme Outlet" not in pages and "Demo Merchant" in pages
             assert "shpat_" not in page.content() and "EAA" not in page.content()
-            assert page.locator("section.demo button").count() == 2  # now there is something to send them for
+            # Now there is something to send the webhooks for, and a Page a shopper can write to.
+            assert page.locator("section.demo .actions button").count() == 2
+            assert page.locator("#demo-message button").count() == 1
 
             page.screenshot(path=str(tmp_path / "connections-desktop.png"), full_page=True)
             if os.environ.get("SAVE_SCREENSHOT"):
