@@ -646,10 +646,14 @@ class Sandbox:
         self.tokens[access] = token
         return body
 
+    def _admin_token_valid(self, request: Request, shop: str) -> bool:
+        """The Admin API's check: X-Shopify-Access-Token is a live access token of this shop."""
+        token = self.tokens.get(request.headers.get("x-shopify-access-token", ""))
+        return token is not None and token.kind == "access" and token.owner == shop and self._alive(token)
+
     async def shopify_shop(self, request: Request) -> Response:
         shop = request.path_params["shop"]
-        token = self.tokens.get(request.headers.get("x-shopify-access-token", ""))
-        if token is None or token.kind != "access" or token.owner != shop or not self._alive(token):
+        if not self._admin_token_valid(request, shop):
             return JSONResponse({"errors": _SHOPIFY_401}, status_code=401)
         name = self.config.shop_names.get(shop) or _shop_name(shop)
         return JSONResponse({"shop": {"id": _shop_id(shop), "name": name, "myshopify_domain": shop,
@@ -669,8 +673,7 @@ class Sandbox:
 
     async def shopify_graphql(self, request: Request) -> Response:
         shop = request.path_params["shop"]
-        token = self.tokens.get(request.headers.get("x-shopify-access-token", ""))
-        if token is None or token.kind != "access" or token.owner != shop or not self._alive(token):
+        if not self._admin_token_valid(request, shop):
             return JSONResponse({"errors": _SHOPIFY_401}, status_code=401)
         fault = request.state.fault
         seconds: float = request.state.fault_seconds or 1.0
@@ -943,8 +946,7 @@ class Sandbox:
         token of the shop stops working. (Shopify then sends app/uninstalled; the stand-in does not, its
         demo button does.)"""
         shop = request.path_params["shop"]
-        token = self.tokens.get(request.headers.get("x-shopify-access-token", ""))
-        if token is None or token.kind != "access" or token.owner != shop or not self._alive(token):
+        if not self._admin_token_valid(request, shop):
             return JSONResponse({"errors": _SHOPIFY_401}, status_code=401)
         self.revoke_shopify(shop)
         self.revocations.append(Revocation("shopify", shop, self.clock()))

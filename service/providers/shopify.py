@@ -375,23 +375,29 @@ async def migrate_to_expiring(
     return await _token_request(client, admin_base=admin_base, form=form, now=now, what="token migration")
 
 
+async def _admin_call(
+    client: httpx.AsyncClient, method: str, url: str, *, access_token: str, what: str
+) -> httpx.Response:
+    headers = {"X-Shopify-Access-Token": access_token, "Accept": "application/json"}
+    return await send(client, "Shopify", method, url, what=what, headers=headers)
+
+
+def _accepted(response: httpx.Response, what: str) -> bool:
+    """True on success; False when Shopify no longer accepts the token (401, 403; 404: the shop is closed
+    or gone, and either way the token will not serve us); ProviderError for anything else."""
+    if response.is_success:
+        return True
+    if response.status_code in (401, 403, 404):
+        return False
+    raise errors.ProviderError(f"Shopify answered {response.status_code} to the {what}")
+
+
 async def token_works(
     client: httpx.AsyncClient, *, admin_base: str, access_token: str, api_version: str
 ) -> bool:
-    response = await send(
-        client,
-        "Shopify",
-        "GET",
-        f"{admin_base}/admin/api/{api_version}/shop.json",
-        what="shop check",
-        headers={"X-Shopify-Access-Token": access_token, "Accept": "application/json"},
-    )
-    if response.is_success:
-        return True
-    # 404: the shop is closed or gone; either way this token will not serve us.
-    if response.status_code in (401, 403, 404):
-        return False
-    raise errors.ProviderError(f"Shopify answered {response.status_code} to the shop check")
+    url = f"{admin_base}/admin/api/{api_version}/shop.json"
+    response = await _admin_call(client, "GET", url, access_token=access_token, what="shop check")
+    return _accepted(response, "shop check")
 
 
 async def shop_name(
@@ -399,15 +405,9 @@ async def shop_name(
 ) -> str | None:
     """The shop's name (`shop.json`), or None when Shopify does not give one: a name is worth showing,
     not worth failing a connect for, so every failure here is None."""
+    url = f"{admin_base}/admin/api/{api_version}/shop.json"
     try:
-        response = await send(
-            client,
-            "Shopify",
-            "GET",
-            f"{admin_base}/admin/api/{api_version}/shop.json",
-            what="shop details",
-            headers={"X-Shopify-Access-Token": access_token, "Accept": "application/json"},
-        )
+        response = await _admin_call(client, "GET", url, access_token=access_token, what="shop details")
     except errors.ServiceError:
         return None
     body = parse_json(response.content) if response.is_success else None
@@ -421,17 +421,7 @@ async def shop_name(
 async def revoke_access(client: httpx.AsyncClient, *, admin_base: str, access_token: str) -> bool:
     """Give up the app's access to the shop (`DELETE /admin/api_permissions/current.json`; Shopify then
     sends app/uninstalled). True when Shopify revoked it; False when it no longer accepted the token
-    (401, 403, 404: nothing left to revoke). Raises ProviderError or ProviderUnavailable otherwise."""
-    response = await send(
-        client,
-        "Shopify",
-        "DELETE",
-        f"{admin_base}/admin/api_permissions/current.json",
-        what="access removal",
-        headers={"X-Shopify-Access-Token": access_token, "Accept": "application/json"},
-    )
-    if response.is_success:
-        return True
-    if response.status_code in (401, 403, 404):
-        return False
-    raise errors.ProviderError(f"Shopify answered {response.status_code} to the access removal")
+    (nothing left to revoke). Raises ProviderError or ProviderUnavailable otherwise."""
+    url = f"{admin_base}/admin/api_permissions/current.json"
+    response = await _admin_call(client, "DELETE", url, access_token=access_token, what="access removal")
+    return _accepted(response, "access removal")
