@@ -6,11 +6,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 import httpx
+import pytest
 from sqlalchemy import text
 
+from service.errors import TokenRevoked
 from service.jobs.check import check_tokens
 from service.models import utcnow
 from service.settings import Settings
+from service.vault import TokenStore
 from tests.routes.helpers import error_code, snapshot
 from tests.routes.test_linking import facebook_user
 from tests.web import (
@@ -377,6 +380,21 @@ async def test_tokens_found_dead_need_reconnecting_until_connected_again(migrate
         await connect_shopify(web.browser)
         await connect_facebook(web.browser)
         assert (await status_json(web.browser))["needs"] == []
+
+
+async def test_a_page_the_bots_client_found_dead_needs_reconnecting(migrated: Settings) -> None:
+    async with running_app(migrated.database_url) as web:
+        await connected(web)
+        web.sandbox.revoke_facebook_user()  # every Page token dies at Facebook; nothing here knows yet
+        assert (await status_json(web.browser))["needs"] == []
+        # A bot process answers on Page 102 only: Graph says 190, its client marks that token dead.
+        async with TokenStore.open(web.settings, transport=web.outbound) as bot, bot.graph_client("102") as client:
+            with pytest.raises(TokenRevoked):
+                await client.post("me/messages", json={"recipient": {"id": "7001"}, "message": {"text": "Hi"}})
+        view = await status_json(web.browser)
+        assert view["needs"] == ["reconnect_facebook:102"]  # only what was found dead, not what is guessed
+        page = await web.browser.get("/")
+        assert 'aria-label="Reconnect Acme Outlet (Page 102)"' in page.text
 
 
 async def test_a_shopify_refresh_token_near_its_end_needs_reconnecting(migrated: Settings) -> None:
