@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 import httpx
@@ -14,32 +13,12 @@ import pytest
 
 from service import errors
 from service.providers import facebook, shopify
-from tests.providers.helpers import assert_hidden
+from tests.providers.helpers import Fake, Respond, answer, assert_hidden
 
 ADMIN = "https://acme.myshopify.com"
 TOKEN = "shpat_live_token"
 GRAPH, VERSION, APP_ID, APP_SECRET = "https://graph.facebook.com", "v25.0", "1234567890", "fb_app_secret_value"
 USER_TOKEN = "EAAlong-user-token"
-
-Respond = Callable[[httpx.Request], httpx.Response]
-
-
-class Fake:
-    def __init__(self, respond: Respond) -> None:
-        self.requests: list[httpx.Request] = []
-        self._respond = respond
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return self._respond(request)
-
-    def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(transport=httpx.MockTransport(self))
-
-
-def answer(status: int, body: object) -> Respond:
-    return lambda request: httpx.Response(status, json=body)
-
 
 def refused(request: httpx.Request) -> httpx.Response:
     raise httpx.ConnectError("refused")

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from service import errors
 from service.providers import shopify
 from tests import vectors
-from tests.providers.helpers import assert_hidden
+from tests.providers.helpers import Fake, Respond, answer, assert_hidden
 
 # Published vectors, from docs/providers.md.
 SECRET = vectors.SHOPIFY_SECRET
@@ -431,36 +431,6 @@ def test_check_scopes_missing(requested: list[str], granted: str, missing: list[
 
 
 # --- the token endpoint --------------------------------------------------------------------------
-
-Respond = Callable[[httpx.Request], httpx.Response]
-
-
-class Fake:
-    """Records what it was sent and answers with `respond`."""
-
-    def __init__(self, respond: Respond) -> None:
-        self.requests: list[httpx.Request] = []
-        self._respond = respond
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return self._respond(request)
-
-    def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(transport=httpx.MockTransport(self))
-
-    def form(self, index: int = -1) -> dict[str, str]:
-        request = self.requests[index]
-        assert request.method == "POST"
-        assert request.headers["content-type"] == "application/x-www-form-urlencoded"
-        pairs = parse_qsl(request.content.decode(), keep_blank_values=True)
-        assert len(pairs) == len(dict(pairs))
-        return dict(pairs)
-
-
-def answer(status: int, body: object) -> Respond:
-    return lambda request: httpx.Response(status, json=body)
-
 
 def raw_answer(status: int, content: bytes) -> Respond:
     return lambda request: httpx.Response(status, content=content)
