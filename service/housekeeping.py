@@ -6,7 +6,6 @@ schedule in the app's lifespan, never per request (DESIGN.md, "OAuth").
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,6 +14,7 @@ from sqlalchemy import delete
 from sqlalchemy.engine import Connection
 
 from service import pending_grants
+from service.leadership import run_periodically
 from service.models import DeletionRequest, OAuthState, WebhookDelivery, utcnow
 from service.vault import TokenStore
 
@@ -57,21 +57,20 @@ async def prune(store: TokenStore, *, now: datetime | None = None) -> Pruned:
     return await store.run_write(job)
 
 
+async def prune_and_log(store: TokenStore) -> Pruned:
+    pruned = await prune(store)
+    if pruned.states or pruned.deliveries or pruned.deletions or pruned.grants:
+        logger.info(
+            "pruned %d expired states, %d expired Facebook grants, %d old webhook deliveries, %d old deletion requests",
+            pruned.states,
+            pruned.grants,
+            pruned.deliveries,
+            pruned.deletions,
+        )
+    return pruned
+
+
 async def prune_periodically(store: TokenStore, every: float = PRUNE_EVERY) -> None:
-    """Prune every `every` seconds until cancelled; a failed run is logged (its class only) and retried."""
-    while True:
-        await asyncio.sleep(every)
-        try:
-            pruned = await prune(store)
-        except Exception as exc:  # the database may be down for a while: the next run tries again
-            logger.warning("pruning failed (%s); next try in %.0f s", type(exc).__name__, every)
-            continue
-        if pruned.states or pruned.deliveries or pruned.deletions or pruned.grants:
-            logger.info(
-                "pruned %d expired states, %d expired Facebook grants, %d old webhook deliveries, "
-                "%d old deletion requests",
-                pruned.states,
-                pruned.grants,
-                pruned.deliveries,
-                pruned.deletions,
-            )
+    """Prune every `every` seconds until cancelled, in one process at a time across every instance and
+    worker (service/leadership.py); a failed run is logged (its class only) and retried."""
+    await run_periodically(store.settings.database_url, "housekeeping", lambda: prune_and_log(store), every)
