@@ -3,18 +3,16 @@
 A throwaway secret and key, a fresh SQLite file in a temporary directory, and the sandbox mounted
 at /sandbox, so a newcomer can click through both flows with no accounts anywhere. The webhook
 buttons on the status page make the sandbox send what Shopify and Facebook would send. The example
-bot (scripts/bot_example.py) runs at /bot with a store of its own, as a bot process would, and a
+bot (service/bot_example.py) runs at /bot with a store of its own, as a bot process would, and a
 button writes to a Page as a shopper; /sandbox/messenger shows the conversation.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from starlette.applications import Starlette
@@ -24,6 +22,7 @@ from starlette.routing import Mount, Route
 
 from service import migrate
 from service.app import create_app
+from service.bot_example import create_bot
 from service.crypto import KeyRing, generate_key
 from service.errors import InvalidShop
 from service.providers.shopify import normalize_shop
@@ -35,7 +34,6 @@ from service.settings import Settings, sqlite_url
 DEMO_SHOPIFY_KEY = "demo-shopify-api-key"
 DEMO_FACEBOOK_APP_ID = "1000000000000001"
 DEMO_SHOPPER = "7001"  # the page-scoped id the demo's shopper writes from
-BOT_EXAMPLE = Path(__file__).resolve().parent.parent / "scripts" / "bot_example.py"
 
 
 def demo_settings(base_url: str, data_dir: Path) -> Settings:
@@ -89,16 +87,6 @@ async def _message(request: Request) -> Response:
     return RedirectResponse("/sandbox/messenger", status_code=303)
 
 
-def _bot_example() -> ModuleType:
-    # Loaded from the checkout's scripts/ by path: it is an example to copy, not part of the package.
-    spec = importlib.util.spec_from_file_location("salesbot_bot_example", BOT_EXAMPLE)
-    if spec is None or spec.loader is None:
-        raise FileNotFoundError(BOT_EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _also(lifespan: Callable[[Any], Any], bot: Starlette) -> Callable[[Any], Any]:
     """The app's lifespan, with the bot's inside it (Starlette does not run a mounted app's lifespan)."""
 
@@ -124,7 +112,7 @@ def create_demo_app(host: str, port: int, data_dir: Path) -> tuple[Starlette, Se
             service_base_url=base_url,
         )
     )
-    bot = _bot_example().create_bot(settings, verify_token=secrets.token_urlsafe(16))
+    bot = create_bot(settings, verify_token=secrets.token_urlsafe(16))
     routes = [
         Mount("/sandbox", app=sandbox.app),
         Mount("/bot", app=bot),

@@ -22,15 +22,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.crypto import KeyRing
 from service.errors import SchemaOutOfDate, ServiceError
 
-ROOT = Path(__file__).resolve().parent.parent
+# The revisions: inside the package when installed from a wheel (pyproject maps the repository's
+# migrations/ there), else the checkout's migrations/, beside service/. One copy either way.
+PACKAGED_MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+MIGRATIONS = PACKAGED_MIGRATIONS if PACKAGED_MIGRATIONS.is_dir() else PACKAGED_MIGRATIONS.parent.parent / "migrations"
 SEED_REVISION = "0001"
 # Any constant works; it only has to be the same in every instance. ("salesbot" in ASCII.)
 MIGRATION_LOCK_ID = 0x73616C6573626F74
 
 
 def alembic_config(database_url: str | None = None, keyring: KeyRing | None = None) -> Config:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
+    # No alembic.ini here: it only configures the `alembic` command's logging, which in-process runs skip.
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("path_separator", "os")
     if database_url is not None:
         config.attributes["database_url"] = database_url
     config.attributes["keyring"] = keyring

@@ -1,4 +1,4 @@
-"""scripts/bot_example.py: Meta's webhook check, signatures refused, and the bot end to end in the demo,
+"""service/bot_example.py: Meta's webhook check, signatures refused, and the bot end to end in the demo,
 where a shopper's message is answered with products fetched by a token that had to be refreshed first."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from scripts.bot_example import create_bot
+from service.bot_example import create_bot
 from service.demo import DEMO_SHOPPER, create_demo_app
 from service.models import utcnow
 from service.sandbox import Sandbox

@@ -1,6 +1,6 @@
 """An example Messenger bot on the vault: the pattern to copy when you write your own.
 
-    MESSENGER_VERIFY_TOKEN=... .venv/bin/python scripts/bot_example.py [--host 127.0.0.1] [--port 8000]
+    MESSENGER_VERIFY_TOKEN=... .venv/bin/python -m service.bot_example [--host 127.0.0.1] [--port 8000]
 
 Settings come from the environment and .env, as the service reads them (README, "From the bot"); the
 verify token is the one you type into the Meta app's webhook settings. `salesbot demo` runs this bot at
@@ -26,23 +26,18 @@ import logging
 import os
 import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
 
-import httpx  # noqa: E402
-from starlette.applications import Starlette  # noqa: E402
-from starlette.requests import Request  # noqa: E402
-from starlette.responses import PlainTextResponse, Response  # noqa: E402
-from starlette.routing import Route  # noqa: E402
-
-from service.errors import NotConfigured, ServiceError  # noqa: E402
-from service.providers.facebook import messenger_signature_valid  # noqa: E402
-from service.settings import Settings  # noqa: E402
-from service.vault import TokenStore  # noqa: E402
+from service.errors import NotConfigured, ServiceError
+from service.providers.facebook import messenger_signature_valid
+from service.settings import Settings
+from service.vault import TokenStore
 
 logger = logging.getLogger("salesbot.bot_example")
 MAX_BODY = 1024 * 1024  # Messenger batches at most a few events a delivery
