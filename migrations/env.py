@@ -100,7 +100,7 @@ def _run(connection: Connection) -> None:
 
 async def _run_online(url: str, ring: KeyRing | None) -> None:
     config.attributes["keyring"] = ring
-    engine = create_engine(url, keyring=ring)
+    engine = create_engine(url, keyring=ring, create=True)  # migrating is what creates a database
     try:
         async with engine.connect() as connection:
             connection = await connection.execution_options(**{WRITE_OPTION: True})

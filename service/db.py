@@ -18,7 +18,7 @@ import os
 import socket
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import sqlalchemy
 from sqlalchemy import event, exc
@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import SingletonThreadPool
 
 from service.crypto import KeyRing, attach_keyring
-from service.errors import DatabaseUnavailable
+from service.errors import DatabaseMissing, DatabaseUnavailable
 
 BUSY_TIMEOUT_MS = 10_000
 SQLITE_PRAGMAS = (
@@ -81,10 +81,25 @@ def prepare_sqlite_file(path: Path) -> None:
         os.close(directory)
 
 
-def create_engine(url: str, *, keyring: KeyRing | None = None, pool_size: int | None = None) -> AsyncEngine:
+def require_sqlite_file(path: Path) -> None:
+    """Opening never creates a database: a typo in TOKEN_DB_PATH must not become an empty file."""
+    if not path.exists():
+        raise DatabaseMissing(
+            f"There is no database at {path}: run `salesbot migrate` to create it, or check TOKEN_DB_PATH "
+            "and DATABASE_URL."
+        )
+
+
+def create_engine(
+    url: str, *, keyring: KeyRing | None = None, pool_size: int | None = None, create: bool = False
+) -> AsyncEngine:
+    """An engine on the database; a SQLite file that does not exist is refused (DatabaseMissing) unless
+    `create` (migrations), which makes it with the right modes first."""
     kwargs: dict[str, Any] = {}
     path = sqlite_file(url)
     if path is not None:
+        if not create:
+            require_sqlite_file(path)
         try:
             prepare_sqlite_file(path)
         except OSError as error:
@@ -156,7 +171,8 @@ async def write_connection(engine: AsyncEngine) -> AsyncConnection:
 # starting up; 3D000 the database does not exist, 55000 it is not accepting connections.
 _UNAVAILABLE_CLASSES = ("08", "53", "57P")
 _UNAVAILABLE_CODES = {"3D000", "55000"}
-_SQLITE_UNAVAILABLE = ("unable to open database file", "disk i/o error", "readonly database")
+# "database is locked": another connection held the write lock for longer than busy_timeout.
+_SQLITE_UNAVAILABLE = ("unable to open database file", "disk i/o error", "readonly database", "database is locked")
 
 
 def _sqlstate(error: BaseException) -> str | None:
@@ -168,6 +184,8 @@ def is_unavailable(error: BaseException) -> bool:
     """True when `error` says the database cannot be reached or used at all (answer 503, retry later).
     Covers SQLAlchemy's errors and the drivers' own (the vault runs sqlite3 and asyncpg directly)."""
     if isinstance(error, DatabaseUnavailable | OSError):  # OSError: refused, reset, timed out, unresolvable
+        return True
+    if isinstance(error, exc.TimeoutError):  # no pooled connection came free in time
         return True
     if isinstance(error, sqlite3.OperationalError):
         return any(text in str(error).lower() for text in _SQLITE_UNAVAILABLE)
@@ -184,6 +202,43 @@ def is_unavailable(error: BaseException) -> bool:
             return state in _UNAVAILABLE_CODES or state.startswith(_UNAVAILABLE_CLASSES)
         return any(text in str(error.orig).lower() for text in _SQLITE_UNAVAILABLE)
     return False
+
+
+def unavailable(error: BaseException, database_url: str | None = None) -> DatabaseUnavailable | None:
+    """The DatabaseUnavailable to raise in place of `error` (a driver's or SQLAlchemy's exception that says
+    the database cannot be reached), or None. Its message names the exception's class, or with the URL
+    the host and port (describe_database_error): never the driver's text, which can carry a statement."""
+    if isinstance(error, DatabaseUnavailable) or not isinstance(error, Exception) or not is_unavailable(error):
+        return None
+    described = describe_database_error(error, database_url) if database_url is not None else None
+    return DatabaseUnavailable(
+        described or f"The database is not answering ({type(error).__name__}); try again in a moment."
+    )
+
+
+def raise_database_error(error: Exception) -> NoReturn:
+    """Raise DatabaseUnavailable in place of `error` when it says the database cannot be reached, else `error`."""
+    failure = unavailable(error)
+    if failure is None:
+        raise error
+    raise failure from None
+
+
+class _DatabaseErrors:
+    """`with DATABASE_ERRORS:` raises DatabaseUnavailable in place of an error that says the database
+    cannot be reached; anything else passes through untouched."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _trace: Any) -> bool:
+        failure = None if error is None else unavailable(error)
+        if failure is not None:
+            raise failure from None
+        return False
+
+
+DATABASE_ERRORS = _DatabaseErrors()
 
 
 def _where(url: str | URL) -> str:

@@ -69,10 +69,27 @@ class SchemaOutOfDate(ServiceError):
 
 
 class DatabaseUnavailable(ServiceError):
-    """The database cannot be reached or opened right now; a later request may succeed."""
+    """The database cannot be reached or opened right now (refused, reset, restarting, no pooled connection
+    in time); a later call may succeed. `retry_after`: the seconds we suggest waiting first."""
 
     status_code = 503
     code = "database_unavailable"
+    SUGGESTED_WAIT = 2.0
+
+    def __init__(self, message: str, *, retry_after: float = SUGGESTED_WAIT) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(math.ceil(self.retry_after))}
+
+
+class DatabaseMissing(ServiceError):
+    """A SQLite file that does not exist: opening never creates one (only `salesbot migrate` does)."""
+
+    status_code = 503
+    code = "database_missing"
 
 
 # --- OAuth and webhooks --------------------------------------------------------------------------

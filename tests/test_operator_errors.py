@@ -62,8 +62,15 @@ def test_an_unknown_revision_is_refused(tmp_path: Path, command: list[str]) -> N
 
 
 def test_downgrade_one_at_base_is_refused(tmp_path: Path) -> None:
+    assert salesbot("migrate", "base", cwd=tmp_path, environ=SECRET).returncode == 0  # a database, no schema yet
     result = salesbot("downgrade", "-1", cwd=tmp_path, environ=SECRET)
     assert_one_line_failure(result, 2, "at base", "-1")
+
+
+def test_downgrade_without_a_database_says_so_and_creates_none(tmp_path: Path) -> None:
+    result = salesbot("downgrade", "-1", cwd=tmp_path, environ=SECRET)
+    assert_one_line_failure(result, 1, "data/tokens.db", "salesbot migrate")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_unknown_log_level_is_one_line(tmp_path: Path) -> None:

@@ -24,13 +24,13 @@ import httpx
 
 from service import keys
 from service.crypto import KeyRing
-from service.db import create_engine, sqlite_file
+from service.db import DATABASE_ERRORS, create_engine, raise_database_error, sqlite_file, unavailable
 from service.errors import InvalidInput, NotConfigured, NotFound, SettingsError, TokenRevoked, UndecryptableValue
 from service.migrate import require_head
 from service.models import utcnow
 from service.providers.auth import GraphAuth, ShopifyAuth
 from service.providers.shopify import normalize_shop, shop_key
-from service.settings import Settings
+from service.settings import Settings, normalize_database_url
 from service.vault import connections, linking, sql
 from service.vault.batching import Batcher
 from service.vault.bulk import Bulk
@@ -118,13 +118,16 @@ class TokenStore:
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> AsyncIterator[TokenStore]:
-        """A store on a database URL (keys and provider settings from the environment and .env) or on a
-        Settings object, in any process.
+        """A store on a database URL (any form DATABASE_URL takes; keys and provider settings from the
+        environment and .env) or on a Settings object, in any process. A SQLite file that does not exist is
+        refused (DatabaseMissing): only migrations create a database.
 
         http_client: the client Shopify refreshes go through (default: one built from the settings on
         first use, closed with the store). transport: what the store's own clients (refreshes, and
         shopify_client/graph_client) send through (default: httpx's, pooled)."""
-        settings = Settings.from_environ().with_database(target) if isinstance(target, str) else target
+        if isinstance(target, str):
+            target = Settings.from_environ().with_database(normalize_database_url(target))
+        settings = target
         keyring = KeyRing.from_settings(settings)
         from service.security import redact_http_logs  # here: service.security reads the vault's probe
 
@@ -134,18 +137,24 @@ class TokenStore:
         store: TokenStore | None = None
         outbound = Outbound(settings, http_client=http_client, transport=transport)
         try:
-            if check_schema:
-                await require_head(engine)
-            path = sqlite_file(settings.database_url)
-            if engine.dialect.name == "sqlite":
-                if path is None:
-                    raise SettingsError("The vault needs a SQLite file, not an in-memory database.")
-                backend: Backend = SQLiteBackend(path, keyring, cache)
-            else:
-                backend = PostgresBackend(settings.database_url, cache, engine)
-            store = cls(backend, engine=engine, keyring=keyring, cache=cache, settings=settings, outbound=outbound)
-            if isinstance(backend, PostgresBackend):
-                await backend.start()  # listening before the first read, so the cache serves at once
+            try:
+                if check_schema:
+                    await require_head(engine)
+                path = sqlite_file(settings.database_url)
+                if engine.dialect.name == "sqlite":
+                    if path is None:
+                        raise SettingsError("The vault needs a SQLite file, not an in-memory database.")
+                    backend: Backend = SQLiteBackend(path, keyring, cache)
+                else:
+                    backend = PostgresBackend(settings.database_url, cache, engine)
+                store = cls(backend, engine=engine, keyring=keyring, cache=cache, settings=settings, outbound=outbound)
+                if isinstance(backend, PostgresBackend):
+                    await backend.start()  # listening before the first read, so the cache serves at once
+            except Exception as error:  # the database down at open: said with its host and port
+                failure = unavailable(error, settings.database_url)
+                if failure is None:
+                    raise
+                raise failure from None
             yield store
         finally:
             if store is not None:
@@ -163,7 +172,7 @@ class TokenStore:
 
     async def ping(self) -> None:
         """One round trip to the database: raises when it does not answer."""
-        await self._backend.fetch("SELECT 1", {})
+        await self._fetch("SELECT 1", {})
 
     # --- the seed's API --------------------------------------------------------------------------
 
@@ -187,7 +196,7 @@ class TokenStore:
         and the event loop is never held more than a few milliseconds."""
         after = ""
         while True:
-            rows = await self._backend.scan(sql.VALUES_BY_TYPE, {"type": type, "after": after, "limit": PAGE_SIZE})
+            rows = await self._scan(sql.VALUES_BY_TYPE, {"type": type, "after": after, "limit": PAGE_SIZE})
             for start in range(0, len(rows), DECRYPT_CHUNK):
                 for key, ciphertext in rows[start : start + DECRYPT_CHUNK]:
                     yield key, self._ring.decrypt(ciphertext, key_name=key)
@@ -212,17 +221,17 @@ class TokenStore:
 
     async def get_record(self, key: str) -> TokenRecord | None:
         validate_key(key)
-        records = self._records(await self._backend.fetch(sql.RECORD, {"key": key}))
+        records = self._records(await self._fetch(sql.RECORD, {"key": key}))
         return records[0] if records else None
 
     async def account_tokens(self, account_uuid: str) -> list[TokenRecord]:
         """Everything one account owns, decrypted, in one query on the indexed account column."""
-        return self._records(await self._backend.fetch(sql.ACCOUNT_RECORDS, {"account": account_uuid}))
+        return self._records(await self._fetch(sql.ACCOUNT_RECORDS, {"account": account_uuid}))
 
     async def list_tokens(self, type: str | None = None, *, account_uuid: str | None = None) -> list[TokenRecord]:
         """Rows' metadata, values not decrypted (listings and status pages never show them)."""
         if account_uuid is not None:
-            rows = await self._backend.fetch(sql.ACCOUNT_LISTING, {"account": account_uuid})
+            rows = await self._fetch(sql.ACCOUNT_LISTING, {"account": account_uuid})
             return [record for record in map(_listed, rows) if type is None or record.type == type]
         records: list[TokenRecord] = []
         after = ""
@@ -230,14 +239,14 @@ class TokenStore:
             params: dict[str, Any] = {"after": after, "limit": PAGE_SIZE}
             if type is not None:
                 params["type"] = type
-            rows = await self._backend.scan(sql.LISTING if type is None else sql.LISTING_BY_TYPE, params)
+            rows = await self._scan(sql.LISTING if type is None else sql.LISTING_BY_TYPE, params)
             records += map(_listed, rows)
             if len(rows) < PAGE_SIZE:
                 return records
             after = rows[-1][0]
 
     async def account_of(self, key: str) -> str | None:
-        rows = await self._backend.fetch(sql.ACCOUNT_OF, {"key": validate_key(key)})
+        rows = await self._fetch(sql.ACCOUNT_OF, {"key": validate_key(key)})
         return rows[0][0] if rows else None
 
     async def create_account(self) -> str:
@@ -314,7 +323,7 @@ class TokenStore:
     async def check_keys(self) -> None:
         """Open the most recently written value with the key ring; when no key in it does, raise one line
         naming the settings (a wrong key must stop a command before it writes or serves)."""
-        rows = await self._backend.scan(sql.NEWEST, {})
+        rows = await self._scan(sql.NEWEST, {})
         if not rows:
             return
         key, ciphertext = rows[0]
@@ -346,10 +355,11 @@ class TokenStore:
         """Mark a token the provider refused as expired now, as `tokens check --online` marks it: unless
         it was rewritten meanwhile (value: the token that was refused, if known) or expires sooner."""
         validate_key(key)
-        rows = await self.bulk.rows([key])
-        if not rows or (value is not None and self.bulk.decrypt(rows[0]) != value):
-            return False
-        return await self.bulk.mark_expired(rows, utcnow()) == 1
+        with DATABASE_ERRORS:
+            rows = await self.bulk.rows([key])
+            if not rows or (value is not None and self.bulk.decrypt(rows[0]) != value):
+                return False
+            return await self.bulk.mark_expired(rows, utcnow()) == 1
 
     # --- the bot's side --------------------------------------------------------------------------
 
@@ -445,29 +455,46 @@ class TokenStore:
     async def write(self, plan: Plan) -> list[list[Any]]:
         """Run a plan in the writer's next transaction; what its returning steps returned, once committed."""
         ticket = self._cache.reserve(plan.entries)
-        return await self._backend.writes.submit(Write(plan, ticket))  # type: ignore[arg-type]
+        with DATABASE_ERRORS:
+            return await self._backend.writes.submit(Write(plan, ticket))  # type: ignore[arg-type]
 
     async def read_write(self, unit: ReadWrite) -> Decided:
         """Read, decide and write in one transaction of the writer (see ReadWrite)."""
-        return await self._backend.writes.submit(unit)  # type: ignore[arg-type]
+        with DATABASE_ERRORS:
+            return await self._backend.writes.submit(unit)  # type: ignore[arg-type]
 
     async def run_write(self, job: Job) -> Any:
         """Run `job` (a function of a synchronous Connection) in a write transaction, for the service's
         tables outside the vault (OAuth state, webhook bookkeeping); return what it returned once committed.
         On SQLite it shares the writer's batches with token writes; a job that raises fails alone."""
-        return await self._backend.run_job(job)
+        with DATABASE_ERRORS:
+            return await self._backend.run_job(job)
+
+    async def _fetch(self, statement: str, params: dict[str, Any]) -> list[Any]:
+        with DATABASE_ERRORS:
+            return await self._backend.fetch(statement, params)
+
+    async def _scan(self, statement: str, params: dict[str, Any]) -> list[Any]:
+        with DATABASE_ERRORS:
+            return await self._backend.scan(statement, params)
 
     # --- reading through the cache ---------------------------------------------------------------
 
     async def _derived(self, kind: str, name: str) -> Any:
         """A derived entry (vault/connections.py) the cache may serve, or MISSING."""
         found = self._cache.derived(kind, name)
-        if found is not MISSING and self._backend.fresh():
+        if found is not MISSING and self._fresh():
             return self._cache.derived(kind, name)  # the freshness check may have dropped it
         return MISSING
 
     async def _load_derived(self, kind: str, name: str, statement: str, params: dict[str, Any], subject: str) -> Any:
         """A derived entry from its one query, then cached (as _entry does for a token)."""
+        with DATABASE_ERRORS:
+            return await self._load_derived_now(kind, name, statement, params, subject)
+
+    async def _load_derived_now(
+        self, kind: str, name: str, statement: str, params: dict[str, Any], subject: str
+    ) -> Any:
         build = connections.page_connection if kind == PAGE else connections.shop_connection
         self._queries += 1
         if self._backend.inline_reads:
@@ -485,11 +512,21 @@ class TokenStore:
         entry = self._cache.get(key)
         # A hit is served only once the backend says the cache is fresh (SQLite checks data_version,
         # which may drop the entry); a miss reads the database, which is fresh by definition.
-        if entry is not MISSING and self._backend.fresh():
+        if entry is not MISSING and self._fresh():
             entry = self._cache.get(key)
             if entry is not MISSING and not (need_due and entry is not None and entry.refresh_due is None):  # type: ignore[union-attr]
                 return entry  # type: ignore[return-value]
         validate_key(key)
+        with DATABASE_ERRORS:
+            return await self._miss(key)
+
+    def _fresh(self) -> bool:
+        try:  # a try costs nothing until it catches; `with` would cost every cache hit
+            return self._backend.fresh()
+        except Exception as error:
+            raise_database_error(error)
+
+    async def _miss(self, key: str) -> Entry | None:
         if self._backend.inline_reads:
             # SQLite: read and fill in one go, on the event loop; nothing runs in between.
             self._queries += 1
@@ -538,9 +575,9 @@ class TokenStore:
         for load in loads:
             load.ticket = ticket
         if len(wanted) == 1:
-            rows = await self._backend.fetch(sql.LOAD_ONE, {"key": wanted[0]})
+            rows = await self._fetch(sql.LOAD_ONE, {"key": wanted[0]})
         else:
-            rows = await self._backend.fetch(sql.LOAD, {"keys": wanted})
+            rows = await self._fetch(sql.LOAD, {"keys": wanted})
         found = self._found(wanted, rows)
         if self._backend.fresh():
             self._fill(ticket, found)
