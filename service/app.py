@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -30,12 +31,14 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import housekeeping
+from service import health_gauge, housekeeping, metrics, outcomes
 from service.canonical_host import CanonicalHost
 from service.crypto import KeyRing
 from service.db import is_unavailable
 from service.errors import DatabaseUnavailable, ServiceError
+from service.observe import Observe
 from service.routes import disconnect, facebook, pages, shopify, status
+from service.routes import metrics as metrics_route
 from service.routes.common import Services, error_response
 from service.security import redact_http_logs
 from service.settings import Settings
@@ -107,6 +110,7 @@ class ContainErrors:
 
 async def _service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
+    outcomes.failed(request.url.path, exc.code)
     return error_response(request, exc)
 
 
@@ -117,6 +121,21 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         exc.status_code, "The request could not be handled."
     )
     return error_response(request, ServiceError(message, code=code, status_code=exc.status_code))
+
+
+# `salesbot serve` names its settings file here for the app factory, which runs in every worker.
+ENV_FILE_VARIABLE = "SALESBOT_ENV_FILE"
+
+
+def app_from_environment() -> Starlette:
+    """`salesbot serve`'s app factory: uvicorn calls it in each worker, which reads the settings as serve
+    did (the environment, then the file serve was given, or ./.env)."""
+    return create_app(Settings.load(os.environ.get(ENV_FILE_VARIABLE) or None))
+
+
+def _cache_stats(app: Starlette) -> dict[str, int] | None:
+    services = getattr(app.state, "services", None)
+    return None if services is None else services.store.stats
 
 
 def create_app(
@@ -138,16 +157,21 @@ def create_app(
         try:
             async with TokenStore.open(settings, http_client=http) as store:
                 app.state.services = Services(settings, store, http, store.shopify_tokens, demo)
-                pruning = asyncio.create_task(housekeeping.prune_periodically(store, prune_every))
+                # Each in one process at a time across workers and instances (service/leadership.py).
+                background = [
+                    asyncio.create_task(housekeeping.prune_periodically(store, prune_every)),
+                    asyncio.create_task(health_gauge.count_periodically(store)),
+                ]
                 try:
                     yield
                 finally:
-                    pruning.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await pruning
+                    for task in background:
+                        task.cancel()
+                    await asyncio.gather(*background, return_exceptions=True)
         finally:
             if http_client is None:
                 await http.aclose()
+            metrics.process_exited(os.getpid())
 
     app = Starlette(
         routes=[
@@ -156,10 +180,13 @@ def create_app(
             *facebook.routes,
             *pages.routes,
             *disconnect.routes,
+            *(metrics_route.routes if settings.metrics_token is not None else []),
             Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
             *extra_routes,
         ],
         middleware=[
+            # Outermost: the request id is on every line, and every answer (a 500 too) is counted.
+            Middleware(Observe, cache_stats=lambda: _cache_stats(app)),
             Middleware(ContainErrors),
             Middleware(CanonicalHost, settings=settings),
             Middleware(

@@ -245,12 +245,26 @@ def cmd_init(args: argparse.Namespace) -> int:
 # --- serving -------------------------------------------------------------------------------------
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # At DEBUG, SQLAlchemy logs result rows, i.e. ciphertexts: never let --log-level debug reach it.
-    logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
-    # "Context impl SQLiteImpl." at every start-up check tells an operator nothing.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+class Terminated(Exception):
+    """SIGTERM, once uvicorn has drained what was in flight: unwind, so that clean-up runs."""
+
+
+def _on_sigterm(_signal: int, _frame: Any) -> None:
+    raise Terminated
+
+
+def _stop_cleanly_on_sigterm() -> None:
+    # uvicorn re-raises SIGTERM after its graceful shutdown; Python's default would end the process
+    # there, before any `finally` (the demo's folder, serve's metrics folder) could run.
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _configure_logging(level: str, log_format: str) -> dict[str, Any]:
+    from service import logs
+
+    return logs.configure(level, log_format)
 
 
 def _check_store(settings: Settings) -> None:
@@ -276,20 +290,61 @@ def warn_missing_providers(settings: Settings) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    import shutil
+    import tempfile
+
+    # Every worker writes its metrics here and any worker's /metrics reads them all. Set before anything
+    # imports prometheus_client, which picks its storage at import; removed however serve ends.
+    metrics_dir = tempfile.mkdtemp(prefix="salesbot-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    try:
+        return _serve(args)
+    except Terminated:
+        return EXIT_OK
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from service.app import create_app
+    from service.app import ENV_FILE_VARIABLE
     from service.security import check_secret, warn_insecure_files
 
     settings = _settings(args)
-    _configure_logging(args.log_level)
+    log_config = _configure_logging(args.log_level, args.log_format or settings.log_format)
     warn_insecure_files(settings)  # a .env or database other users can read: say so, naming the file
     check_secret(settings)
     _check_store(settings)  # a wrong key stops here, in one line, not at a merchant's first token
     warn_missing_providers(settings)
+    if args.metrics_port is not None:
+        _serve_metrics(args.metrics_port)
+    # The workers load the app themselves (app_from_environment), from the same settings file.
+    os.environ[ENV_FILE_VARIABLE] = str(Path(args.env_file).resolve()) if args.env_file else ""
+    _stop_cleanly_on_sigterm()
     # uvicorn's access log prints query strings, which carry OAuth codes: ours (app.ContainErrors) does not.
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    uvicorn.run(
+        "service.app:app_from_environment",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=log_config,
+        log_level=args.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=args.graceful_timeout,
+    )
     return EXIT_OK
+
+
+def _serve_metrics(port: int) -> None:
+    """Every worker's metrics on 127.0.0.1:port (no token: loopback only), from serve's own process."""
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    start_http_server(port, addr="127.0.0.1", registry=registry)
+    logger.info("metrics on http://127.0.0.1:%d/metrics", port)
 
 
 def _is_loopback(host: str) -> bool:
@@ -314,15 +369,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"(127.0.0.1, ::1); to serve it on {args.host} anyway, add --i-know-this-is-public.",
             EXIT_USAGE,
         )
-    _configure_logging(args.log_level)
-    with tempfile.TemporaryDirectory(prefix="salesbot-demo-") as data_dir:
-        app, _settings_used = create_demo_app(args.host, args.port, Path(data_dir))
-        print(
-            f"salesbot demo: open http://{args.host}:{args.port}/ (Shopify and Facebook are local stand-ins; "
-            "data is thrown away on exit).",
-            file=sys.stderr,
-        )
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    log_config = _configure_logging(args.log_level, args.log_format or "text")
+    _stop_cleanly_on_sigterm()
+    try:
+        with tempfile.TemporaryDirectory(prefix="salesbot-demo-") as data_dir:
+            app, _settings_used = create_demo_app(args.host, args.port, Path(data_dir))
+            print(
+                f"salesbot demo: open http://{args.host}:{args.port}/ (Shopify and Facebook are local stand-ins; "
+                "data is thrown away on exit).",
+                file=sys.stderr,
+            )
+            print(
+                f"salesbot demo: a bot process reads the demo's data with the settings in {app.state.bot_env} "
+                "(e.g. TokenStore.open(Settings.load(that path))).",
+                file=sys.stderr,
+            )
+            uvicorn.run(
+                app,
+                host=args.host,
+                port=args.port,
+                log_config=log_config,
+                log_level=args.log_level,
+                access_log=False,
+                timeout_graceful_shutdown=args.graceful_timeout,
+            )
+    except Terminated:
+        pass
     return EXIT_OK
 
 
@@ -357,10 +429,34 @@ def _run_async(command: Callable[[argparse.Namespace], Any]) -> Callable[[argpar
     return lambda args: asyncio.run(command(args))
 
 
+def _positive(kind: type[int] | type[float]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value <= 0:
+            raise ValueError(text)
+        return value
+
+    parse.__name__ = f"positive {kind.__name__}"  # what argparse names in "invalid ... value"
+    return parse
+
+
 def _server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=5000, help="port to listen on")
     parser.add_argument("--log-level", default="info", type=str.lower, choices=LOG_LEVELS, help="log level")
+    parser.add_argument(
+        "--log-format",
+        type=str.lower,
+        choices=("text", "json"),
+        help="text lines, or one JSON object a line (default: LOG_FORMAT, else text)",
+    )
+    parser.add_argument(
+        "--graceful-timeout",
+        type=_positive(float),
+        default=20.0,
+        metavar="SECONDS",
+        help="on SIGTERM or Ctrl+C, how long requests in flight may finish before they are cut",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -372,7 +468,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    _server_options(add_command(commands, "serve", "run the service under uvicorn", cmd_serve))
+    serve = add_command(commands, "serve", "run the service under uvicorn", cmd_serve)
+    _server_options(serve)
+    serve.add_argument(
+        "--workers", type=_positive(int), default=1, help="processes serving (uvicorn's manager restarts one that dies)"
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=_positive(int),
+        metavar="PORT",
+        help="serve /metrics on 127.0.0.1:PORT, no token needed (otherwise only with METRICS_TOKEN, on --port)",
+    )
     demo = add_command(commands, "demo", "the service with local Shopify and Facebook stand-ins; no accounts", cmd_demo)
     _server_options(demo)
     demo.add_argument(

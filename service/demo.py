@@ -10,6 +10,7 @@ button writes to a Page as a shopper; /sandbox/messenger shows the conversation.
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -34,26 +35,39 @@ from service.settings import Settings, sqlite_url
 DEMO_SHOPIFY_KEY = "demo-shopify-api-key"
 DEMO_FACEBOOK_APP_ID = "1000000000000001"
 DEMO_SHOPPER = "7001"  # the page-scoped id the demo's shopper writes from
+BOT_ENV = "demo-bot.env"
+
+
+def demo_environ(base_url: str, data_dir: Path) -> dict[str, str]:
+    return {
+        "STATE_TOKEN_SECRET": secrets.token_urlsafe(32),
+        "TOKEN_ENCRYPTION_KEYS": generate_key(),
+        "DATABASE_URL": sqlite_url(data_dir / "demo.db"),
+        "SHOPIFY_API_KEY": DEMO_SHOPIFY_KEY,
+        "SHOPIFY_API_SECRET": secrets.token_urlsafe(24),
+        "SHOPIFY_REDIRECT_URI": f"{base_url}/shopify/callback",
+        "SHOPIFY_ADMIN_BASE_URL": f"{base_url}/sandbox/shopify/{{shop}}",
+        "FACEBOOK_APP_ID": DEMO_FACEBOOK_APP_ID,
+        "FACEBOOK_APP_SECRET": secrets.token_urlsafe(24),
+        "FACEBOOK_REDIRECT_URI": f"{base_url}/facebook/callback",
+        "FACEBOOK_DIALOG_BASE_URL": f"{base_url}/sandbox/facebook",
+        "FACEBOOK_GRAPH_BASE_URL": f"{base_url}/sandbox/graph",
+    }
 
 
 def demo_settings(base_url: str, data_dir: Path) -> Settings:
-    return Settings.from_environ(
-        {
-            "STATE_TOKEN_SECRET": secrets.token_urlsafe(32),
-            "TOKEN_ENCRYPTION_KEYS": generate_key(),
-            "DATABASE_URL": sqlite_url(data_dir / "demo.db"),
-            "SHOPIFY_API_KEY": DEMO_SHOPIFY_KEY,
-            "SHOPIFY_API_SECRET": secrets.token_urlsafe(24),
-            "SHOPIFY_REDIRECT_URI": f"{base_url}/shopify/callback",
-            "SHOPIFY_ADMIN_BASE_URL": f"{base_url}/sandbox/shopify/{{shop}}",
-            "FACEBOOK_APP_ID": DEMO_FACEBOOK_APP_ID,
-            "FACEBOOK_APP_SECRET": secrets.token_urlsafe(24),
-            "FACEBOOK_REDIRECT_URI": f"{base_url}/facebook/callback",
-            "FACEBOOK_DIALOG_BASE_URL": f"{base_url}/sandbox/facebook",
-            "FACEBOOK_GRAPH_BASE_URL": f"{base_url}/sandbox/graph",
-        },
-        env_file=None,
-    )
+    return Settings.from_environ(demo_environ(base_url, data_dir), env_file=None)
+
+
+def write_bot_env(path: Path, environ: dict[str, str]) -> Path:
+    """The settings a bot process needs to read the demo's data (README, "From the bot"), as a .env file
+    only its owner can read: the demo's secrets are throwaway, but they are secrets."""
+    lines = ["# Written by `salesbot demo` for a bot process; gone when the demo stops.\n"]
+    lines += [f"{name}='{value}'\n" for name, value in environ.items()]  # quoted: literal to dotenv and shells
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.writelines(lines)
+    return path
 
 
 async def _uninstall(request: Request) -> Response:
@@ -101,7 +115,8 @@ def _also(lifespan: Callable[[Any], Any], bot: Starlette) -> Callable[[Any], Any
 def create_demo_app(host: str, port: int, data_dir: Path) -> tuple[Starlette, Settings]:
     """The demo app, its database migrated, ready for uvicorn on host:port."""
     base_url = f"http://{host}:{port}"
-    settings = demo_settings(base_url, data_dir)
+    environ = demo_environ(base_url, data_dir)
+    settings = Settings.from_environ(environ, env_file=None)
     migrate.upgrade(settings.database_url, KeyRing.from_settings(settings))
     sandbox = Sandbox(
         SandboxConfig(
@@ -122,4 +137,5 @@ def create_demo_app(host: str, port: int, data_dir: Path) -> tuple[Starlette, Se
     ]
     app = create_app(settings, extra_routes=routes, demo=sandbox)
     app.router.lifespan_context = _also(app.router.lifespan_context, bot)
+    app.state.bot_env = write_bot_env(data_dir / BOT_ENV, environ)
     return app, settings

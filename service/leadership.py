@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from service.db import is_unavailable, sqlite_file
+from service.logs import event
 
 logger = logging.getLogger("salesbot.leadership")
 WAIT_STEP_SECONDS = 0.05  # how often a waiting SQLite holder tries the flock again
@@ -152,14 +153,28 @@ async def run_periodically(
     first_after: float | None = None,
 ) -> None:
     """Until cancelled: every `every` seconds (the first time after `first_after`, default `every`),
-    run `work` if this process holds the named leadership or can take it now. A failed run (the
+    run `work` if this process holds the named leadership or can take it now. The leadership is
+    contended at once, so which process leads is known (and logged) from the start. A failed run (the
     database down, say) is logged by its class only and tried again next time."""
     async with Leadership(database_url, name) as lead:
+        leading = await _contend(lead, was_leading=False)
         await asyncio.sleep(every if first_after is None else first_after)
         while True:
             try:
-                if await lead.acquire():
+                leading = await _contend(lead, was_leading=leading)
+                if leading:
                     await work()
             except Exception as exc:  # the next round tries again; a lost lock is taken again then
                 logger.warning("%s failed (%s); next try in %.0f s", name, type(exc).__name__, every)
             await asyncio.sleep(every)
+
+
+async def _contend(lead: Leadership, *, was_leading: bool) -> bool:
+    try:
+        leading = await lead.acquire()
+    except Exception as exc:  # the database is down: nobody can lead on it now; next round tries again
+        logger.warning("%s: could not contend (%s)", lead.name, type(exc).__name__)
+        leading = False
+    if leading != was_leading:
+        event(logger, "leadership.taken" if leading else "leadership.lost", name=lead.name, pid=os.getpid())
+    return leading

@@ -28,6 +28,8 @@ _SHOPIFY_API_VERSION = re.compile(r"20[0-9]{2}-(01|04|07|10)|unstable")
 DEFAULT_ENV_FILE = ".env"
 # A shorter STATE_TOKEN_SECRET is refused by `serve` and `migrate` (service/security.py).
 MIN_SECRET_LENGTH = 32
+MIN_METRICS_TOKEN_LENGTH = 16
+LOG_FORMATS = ("text", "json")
 # Hosting platforms write postgres:// and postgresql://; we run on the asyncpg and aiosqlite drivers.
 _DRIVERS = {
     "postgres": "postgresql+asyncpg",
@@ -128,6 +130,9 @@ class Settings:
     # it follows the redirect URIs.
     session_cookie_secure: bool = False
     http_timeout_seconds: float = 10.0
+    # GET /metrics answers a scraper that sends it as a bearer token; unset, the route does not exist.
+    metrics_token: Secret | None = None
+    log_format: str = "text"  # or "json": one object a line (service/logs.py)
     # Where this setting object came from, for messages that point at a file.
     env_file: Path | None = field(default=None, compare=False)
 
@@ -179,6 +184,15 @@ class Settings:
                 f"{DEFAULT_SHOPIFY_API_VERSION} (YYYY-01, -04, -07 or -10)."
             )
 
+        metrics_token = secret_or_none("METRICS_TOKEN")
+        if metrics_token is not None and len(str(metrics_token)) < MIN_METRICS_TOKEN_LENGTH:
+            raise SettingsError(
+                f"METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_LENGTH} random characters (it guards /metrics)."
+            )
+        log_format = (text("LOG_FORMAT") or "text").lower()
+        if log_format not in LOG_FORMATS:
+            raise SettingsError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}.")
+
         return cls(
             state_token_secret=Secret(secret),
             database_url=database_url,
@@ -200,6 +214,8 @@ class Settings:
             facebook_graph_base_url=(text("FACEBOOK_GRAPH_BASE_URL") or "https://graph.facebook.com").rstrip("/"),
             session_cookie_secure=_flag(text("SESSION_COOKIE_SECURE"), default=_https(redirect_uris)),
             http_timeout_seconds=timeout,
+            metrics_token=metrics_token,
+            log_format=log_format,
             env_file=env_path,
         )
 

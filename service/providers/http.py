@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from service import errors
+from service import errors, metrics
 
 
 def aware_utc(now: datetime) -> datetime:
@@ -31,7 +31,10 @@ async def send(
     # Query strings and bodies here hold secrets and codes: no message below quotes the request, and
     # `from None` keeps the httpx exception (which holds it) out of tracebacks.
     try:
-        return await client.request(method, url, **kwargs)
+        with metrics.provider_call(provider.lower()) as outcome:
+            response = await client.request(method, url, **kwargs)
+            outcome.append(str(response.status_code))
+        return response
     except httpx.TimeoutException as exc:
         raise errors.ProviderUnavailable(
             f"{provider} did not answer the {what} in time ({type(exc).__name__})"

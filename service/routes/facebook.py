@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from service import keys, revocations
+from service import keys, outcomes, revocations
 from service.errors import (
     AccessDenied,
     InvalidCallback,
@@ -155,6 +155,8 @@ async def deauthorize(request: Request) -> Response:
         deleted = await revocations.deauthorize_user(app.store, user_id, request_digest=digest)
     else:
         deleted = await revocations.remove_page(app.store, str(profile_id), request_digest=digest)
+    who = {"user": user_id} if user_id is not None else {"page": profile_id}
+    outcomes.webhook("deauthorized", **who, status="duplicate" if deleted is None else "ok", deleted=deleted or 0)
     if deleted is None:
         return JSONResponse({"status": "duplicate", "deleted": 0})
     return JSONResponse({"status": "ok", "deleted": deleted})
@@ -175,7 +177,8 @@ async def data_deletion(request: Request) -> Response:
     user_id = _user_id(payload)
     if user_id is None:
         raise InvalidSignedRequest("The signed_request names no user_id.")
-    code, _deleted = await revocations.delete_user_data(app.store, user_id, request_digest=_checked(request, payload))
+    code, deleted = await revocations.delete_user_data(app.store, user_id, request_digest=_checked(request, payload))
+    outcomes.webhook("data_deleted", user=user_id, deleted=deleted)
     url = f"{_public_base(request, app.settings)}/facebook/data-deletion/{code}"
     return JSONResponse({"url": url, "confirmation_code": code})
 

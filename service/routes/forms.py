@@ -11,6 +11,7 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from service import outcomes
 from service.errors import CsrfFailed, InvalidInput, ServiceError
 from service.routes.common import read_body, read_form, wants_json
 
@@ -81,5 +82,6 @@ def refused(request: Request, error: ServiceError, *, kind: str = ERROR) -> Resp
     """A refusal the merchant can act on (another account owns it, they cancelled): a message on the status
     page for a person in a browser; the error itself, with its status, for a script."""
     if wants_json(request):
-        raise error
+        raise error  # answered, and logged as an outcome, by the app's error handler
+    outcomes.failed(request.url.path, error.code)
     return back_to_status(request, error.message, kind=kind, code=error.code)

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from service import keys, pending_grants
+from service import keys, outcomes, pending_grants
 from service.errors import FacebookUserOwnedElsewhere, InvalidChoice, InvalidState, PageOwnedElsewhere, PagesChanged
 from service.pending_grants import MESSAGING, PendingGrant
 from service.providers import facebook
@@ -97,6 +97,7 @@ async def connect_grant(request: Request, grant: PendingGrant, pages: list[faceb
         )
     request.session["account"] = joined.account
     connected = [page for page in pages if page.id not in joined.refused_pages]
+    outcomes.connected(keys.FACEBOOK, user=grant.user_id, pages=len(connected), account=joined.account)
     flash(request, _connected(connected, grant))
     if joined.refused_pages:
         return refused(request, _pages_elsewhere([page for page in pages if page.id in joined.refused_pages], pages))

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from service import keys, revocations
+from service import keys, outcomes, revocations
 from service.errors import (
     InvalidCallback,
     InvalidShop,
@@ -120,6 +120,7 @@ async def callback(request: Request) -> Response:
         )
         return refused(request, owned)
     request.session["account"] = joined.account
+    outcomes.connected(keys.SHOPIFY, shop=domain, account=joined.account)
     return back_to_status(request, f"Connected {domain}" + (f" ({name})" if name else ""))
 
 
@@ -157,6 +158,7 @@ async def webhooks(request: Request) -> Response:
         shop_domain=webhook.shop or named,
         triggered_at=_triggered_at(request),
     )
+    outcomes.shopify_webhook(topic, shop=webhook.shop or named, status=outcome.status, deleted=outcome.deleted)
     if outcome.status == "ok":
         return JSONResponse({"status": "ok", "topic": topic, "deleted": outcome.deleted})
     return JSONResponse({"status": outcome.status, "topic": topic, "webhook_id": webhook_id})

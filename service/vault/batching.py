@@ -9,6 +9,7 @@ only its caller); PostgreSQL cache misses use it to answer many lookups with one
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -18,6 +19,8 @@ DEFAULT_MAX_BATCH = 256
 
 # Runs a batch; returns one result per item, in order, or raises (then nothing of the batch took effect).
 Runner = Callable[[Sequence[T]], Awaitable[Sequence[R]]]
+# Told each batch's size and seconds, once it ran (service/metrics.py).
+Observer = Callable[[int, float], None]
 
 
 class Batcher(Generic[T, R]):
@@ -29,6 +32,7 @@ class Batcher(Generic[T, R]):
         self._task: asyncio.Task[None] | None = None
         self._direct = False  # an item is running in its caller's task
         self.batches = 0
+        self.observer: Observer | None = None
 
     async def submit(self, item: T) -> R:
         """The item's result once its batch ran; raises what running it (alone, if isolated) raised."""
@@ -48,7 +52,7 @@ class Batcher(Generic[T, R]):
         self._direct = True
         self.batches += 1
         try:
-            (result,) = await self._run([item])
+            (result,) = await self._timed([item])
             return result
         finally:
             self._direct = False
@@ -68,7 +72,7 @@ class Batcher(Generic[T, R]):
             batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
             self.batches += 1
             try:
-                results = await self._run([item for item, _ in batch])
+                results = await self._timed([item for item, _ in batch])
             except asyncio.CancelledError:
                 self._cancel(batch)
                 raise
@@ -81,6 +85,13 @@ class Batcher(Generic[T, R]):
                 continue
             for (_, future), result in zip(batch, results, strict=True):
                 _settle(future, result)
+
+    async def _timed(self, items: Sequence[T]) -> Sequence[R]:
+        began = time.perf_counter()
+        results = await self._run(items)
+        if self.observer is not None:
+            self.observer(len(items), time.perf_counter() - began)
+        return results
 
     async def _one_by_one(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         # The batch rolled back as a whole: run each item alone to give each caller its own outcome.

@@ -10,6 +10,7 @@ only an expired one waits, at most until the lease runs out, then takes over or 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -17,8 +18,9 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from service import keys
+from service import keys, metrics
 from service.errors import NotConfigured, ProviderError, ProviderUnavailable, TokenRevoked
+from service.logs import event
 from service.models import utcnow
 from service.providers import shopify
 from service.settings import Settings
@@ -28,10 +30,16 @@ from service.vault.schema import TokenRecord, TokenWrite
 if TYPE_CHECKING:
     from service.vault.store import TokenStore
 
+logger = logging.getLogger("salesbot.refresh")
 # Beyond the refresh call's own deadline: the time to write the new pair before the lease runs out.
 LEASE_MARGIN = timedelta(seconds=2)
 RETRY_AFTER = timedelta(seconds=30)  # after a failed attempt, the next one for that shop waits this long
 WAIT_STEP_SECONDS = 0.05  # how often a caller waiting on another process's lease looks at the row
+
+
+def _failed(domain: str, reason: str, outcome: str) -> None:
+    metrics.refreshes.labels(outcome).inc()
+    event(logger, "refresh.failed", level=logging.WARNING, shop=domain, reason=reason)
 
 
 def needs_refresh(record: TokenRecord, now: datetime) -> bool:
@@ -122,13 +130,15 @@ class ShopifyTokens:
                 )
         except TokenRevoked:
             await self.store.end_refresh_lease(key)
+            _failed(domain, "token_revoked", "revoked")
             # A pair written since we read (a process whose lease ran out, finishing late) spent ours.
             latest = await self.store.get_record(key)
             if latest is not None and latest.refresh_token != record.refresh_token and still_valid(latest, utcnow()):
                 return latest.value
             raise
-        except (ProviderError, ProviderUnavailable, TimeoutError):
+        except (ProviderError, ProviderUnavailable, TimeoutError) as error:
             await self.store.end_refresh_lease(key)
+            _failed(domain, getattr(error, "code", "timeout"), "failed")
             self._retry_at[key] = now + RETRY_AFTER
             return self._handed_out(record, now, _forced(record, refused), domain)
         self._retry_at.pop(key, None)
@@ -148,6 +158,8 @@ class ShopifyTokens:
                 )
             ]
         )
+        metrics.refreshes.labels("refreshed").inc()
+        event(logger, "refresh.done", shop=domain)
         return fresh.access_token
 
     def _handed_out(self, record: TokenRecord, now: datetime, forced: bool, domain: str) -> str:

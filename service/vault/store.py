@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from service import keys
+from service import keys, metrics
 from service.crypto import KeyRing
 from service.db import DATABASE_ERRORS, create_engine, raise_database_error, sqlite_file, unavailable
 from service.errors import InvalidInput, NotConfigured, NotFound, SettingsError, TokenRevoked, UndecryptableValue
@@ -104,6 +104,8 @@ class TokenStore:
         self._queries = 0  # cache misses that went to the database (a PostgreSQL batch counts once)
         self._loads: Batcher[_Load, Found] = Batcher(self._load_batch, isolate_failures=False)
         self.bulk = Bulk(self, backend, keyring)  # what operator jobs do to the whole table
+        backend.writes.observer = metrics.observe_write_batch
+        self._loads.observer = metrics.observe_read
 
     # --- opening ---------------------------------------------------------------------------------
 
@@ -530,7 +532,9 @@ class TokenStore:
         if self._backend.inline_reads:
             # SQLite: read and fill in one go, on the event loop; nothing runs in between.
             self._queries += 1
+            began = time.perf_counter()
             row = self._backend.read_entry(key)
+            metrics.observe_read(1, time.perf_counter() - began)
             found = None if row is None else self._opened(row)
             if not isinstance(found, BaseException):
                 self._cache.put(key, found)
