@@ -157,7 +157,7 @@ async def run_periodically(
     contended at once, so which process leads is known (and logged) from the start. A failed run (the
     database down, say) is logged by its class only and tried again next time."""
     async with Leadership(database_url, name) as lead:
-        leading = await _contend(lead, was_leading=False)
+        leading = await _contend(lead, was_leading=None)
         await asyncio.sleep(every if first_after is None else first_after)
         while True:
             try:
@@ -169,12 +169,14 @@ async def run_periodically(
             await asyncio.sleep(every)
 
 
-async def _contend(lead: Leadership, *, was_leading: bool) -> bool:
+async def _contend(lead: Leadership, *, was_leading: bool | None) -> bool:
+    """Take the leadership if free; log the first outcome (taken or standby) and every change."""
     try:
         leading = await lead.acquire()
     except Exception as exc:  # the database is down: nobody can lead on it now; next round tries again
         logger.warning("%s: could not contend (%s)", lead.name, type(exc).__name__)
         leading = False
     if leading != was_leading:
-        event(logger, "leadership.taken" if leading else "leadership.lost", name=lead.name, pid=os.getpid())
+        name = "leadership.taken" if leading else ("leadership.standby" if was_leading is None else "leadership.lost")
+        event(logger, name, name=lead.name, pid=os.getpid())
     return leading

@@ -72,6 +72,7 @@ class JsonFormatter(logging.Formatter):
             "time": self.formatTime(record),
             "level": record.levelname,
             "logger": record.name,
+            "pid": record.process,  # which worker, under `serve --workers`
             "message": record.getMessage(),
         }
         found = getattr(record, "request_id", None) or request_id.get()

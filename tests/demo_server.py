@@ -44,6 +44,7 @@ def salesbot_server(
     cwd: Path | None = None,
     port: int | None = None,
     log: Path | None = None,
+    log_level: str = "warning",
 ) -> Iterator[str]:
     """Run `python -m service <args> --port <free>`; yield its base URL; terminate it afterwards.
     Its output goes to `log` when given (read it after the block), else to a temporary file."""
@@ -61,7 +62,7 @@ def salesbot_server(
                 "--port",
                 str(port),
                 "--log-level",
-                "warning",
+                log_level,
             ],
             env=environ,
             cwd=cwd or ROOT,
