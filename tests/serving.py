@@ -63,17 +63,20 @@ def serving(
     sandbox: tuple[Sandbox, str],
     migrate: bool = True,
     name: str = "serve",
+    log_format: str | None = "json",
     **extra: str,
 ) -> Iterator[Served]:
-    """`salesbot serve --log-format json --log-level info *options` on a free port, its database migrated."""
+    """`salesbot serve --log-format json --log-level info *options` on a free port, its database migrated
+    (log_format None: no --log-format, so LOG_FORMAT or text)."""
     port = free_port()
     environ = serve_environ(database_url, sandbox[1], port, **extra)
     if migrate:
         result = salesbot("migrate", cwd=folder, environ=environ)
         assert result.returncode == 0, result.stderr
     log = folder / f"{name}.log"
+    formatting = ("--log-format", log_format) if log_format else ()
     with salesbot_server(
-        "serve", "--log-format", "json", *options, env=environ, cwd=folder, port=port, log=log, log_level="info"
+        "serve", *formatting, *options, env=environ, cwd=folder, port=port, log=log, log_level="info"
     ) as base_url:
         yield Served(base_url, sandbox[0], environ, log)
 

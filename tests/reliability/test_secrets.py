@@ -22,6 +22,7 @@ from service import migrate
 from service.app import session_secret
 from service.crypto import KeyRing
 from service.errors import ServiceError
+from service.logs import JsonFormatter, TextFormatter
 from service.models import utcnow
 from service.security import redact_http_logs
 from service.settings import Settings, sqlite_url
@@ -142,6 +143,9 @@ async def test_no_secret_in_logs_output_responses_or_exceptions(
             )
             for name in {r.name for r in caplog.records}
         },
+        # As an operator reads them: every record through both of serve's formatters (--log-format).
+        "json lines": "\n".join(JsonFormatter().format(r) for r in caplog.records),
+        "text lines": "\n".join(TextFormatter().format(r) for r in caplog.records),
         "stdout": output.out,
         "stderr": output.err,
         "responses": "\n".join(
@@ -151,6 +155,10 @@ async def test_no_secret_in_logs_output_responses_or_exceptions(
     }
     assert len(raised) > 20 and all(isinstance(e, ServiceError) for e in raised)
     assert "HTTP Request: GET" in haystacks["log httpx"]  # httpx did log its requests, with the query hidden
+    # The outcome lines were there to leak from, with their fields.
+    for line in ('"event": "shopify.connected"', '"event": "oauth.refused"', '"event": "refresh.failed"'):
+        assert line in haystacks["json lines"], line
+    assert "refresh.failed shop=secret-shop.myshopify.com reason=provider_error" in haystacks["text lines"]
     leaks = [
         f"{what} in {where}" for where, hay in haystacks.items() for what, value in secrets.items() if value in hay
     ]
