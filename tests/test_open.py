@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from service.errors import DatabaseMissing
+from service import migrate
+from service.crypto import KeyRing
+from service.errors import DatabaseMissing, DatabaseUnavailable
 from service.vault import TokenStore
 from tests.command import assert_one_line_failure, salesbot
 from tests.conftest import PRIMARY_KEY, STATE_SECRET, make_settings
@@ -70,3 +72,19 @@ async def test_open_takes_every_url_form_database_url_takes(
     for url in url_forms(store.settings.database_url):
         async with TokenStore.open(url) as opened:
             assert await opened.get_token("SHOPIFY_ACCESS_TOKEN_acme") == "shpat_url_forms", url
+
+
+async def test_a_sqlite_file_that_cannot_be_opened_reaches_the_bot_as_database_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "tokens.db"
+    settings = make_settings(f"sqlite:///{path}")
+    await migrate.upgrade_async(settings.database_url, KeyRing.from_settings(settings))
+    async with TokenStore.open(settings) as store:
+        await store.store_token("SHOPIFY_ACCESS_TOKEN_acme", "shpat_x")
+        path.rename(path.with_name("moved.db"))
+        path.mkdir()  # what the path names now cannot be opened as a database
+        with pytest.raises(DatabaseUnavailable) as raised:
+            await store.list_tokens()  # a listing opens a connection of its own
+        assert raised.value.code == "database_unavailable" and raised.value.retry_after > 0
+        path.rmdir()
+        path.with_name("moved.db").rename(path)
+        assert [record.key for record in await store.list_tokens()] == ["SHOPIFY_ACCESS_TOKEN_acme"]  # recovered

@@ -8,7 +8,10 @@ beside this one on the same server are never touched.
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 import asyncpg
@@ -16,8 +19,9 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.command import salesbot
-from tests.conftest import STATE_SECRET, TEST_DATABASE_URL
+from service.errors import DatabaseUnavailable
+from tests.command import ROOT, clean_environ, salesbot
+from tests.conftest import PRIMARY_KEY, STATE_SECRET, TEST_DATABASE_URL
 from tests.demo_server import free_port, salesbot_server
 from tests.web import SHOPIFY_KEY, SHOPIFY_SECRET
 
@@ -106,3 +110,86 @@ def test_a_dropped_connection_is_replaced_and_an_unreachable_database_is_503(
     printed = log.read_text()
     assert "Traceback" not in printed and "unhandled" not in printed and " 500 " not in printed
     assert "database unavailable on GET /healthz" in printed
+
+
+BOT_LOOP = """
+import asyncio, sys
+from service import TokenStore
+from service.errors import ServiceError
+
+async def main():
+    async with TokenStore.open(sys.argv[1]) as store:
+        ok, codes, waits, n = 0, {}, set(), 0
+        while sys.stdin.readline():  # one line from the test: one more round
+            for _ in range(20):
+                n += 1
+                try:
+                    await store.store_token("SHOPIFY_ACCESS_TOKEN_loop", f"shpat_{n}")
+                    assert await store.get_token("SHOPIFY_ACCESS_TOKEN_loop") == f"shpat_{n}"
+                    await store.shop_connection("loop")
+                    ok += 1
+                except ServiceError as error:  # what a bot catches; anything else ends this process
+                    codes[error.code] = codes.get(error.code, 0) + 1
+                    waits.add(getattr(error, "retry_after", None))
+            print(ok, sorted(codes.items()), sorted(waits), flush=True)
+
+asyncio.run(main())
+"""
+
+
+class BotLoop:
+    """A bot process reading and writing in rounds, catching ServiceError and nothing else."""
+
+    def __init__(self, url: str, tmp_path: Path) -> None:
+        environ = {"STATE_TOKEN_SECRET": STATE_SECRET, "TOKEN_ENCRYPTION_KEYS": PRIMARY_KEY}
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", BOT_LOOP, url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env=clean_environ(**environ, PYTHONPATH=str(ROOT)),
+        )
+
+    def round(self) -> tuple[int, dict[str, int], list[float | None]]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write("go\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        assert line, f"the bot died: {self.process.stderr.read() if self.process.stderr else ''}"
+        ok, codes, waits = ast.literal_eval(f"({line.strip().replace('] [', '], [').replace(' [', ', [', 1)})")
+        return ok, dict(codes), waits
+
+    def stop(self) -> str:
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None and self.process.stderr is not None
+        self.process.stdin.close()  # no more rounds: the loop ends, the store closes
+        self.process.wait(timeout=30)
+        errors = self.process.stderr.read()
+        self.process.stdout.close()
+        self.process.stderr.close()
+        return errors
+
+
+def test_a_bot_loop_catching_service_error_survives_a_database_outage(scratch_postgres: str, tmp_path: Path) -> None:
+    database = str(make_url(scratch_postgres).database)
+    environ = {"STATE_TOKEN_SECRET": STATE_SECRET, "DATABASE_URL": scratch_postgres}
+    assert salesbot("migrate", cwd=tmp_path, environ=environ).returncode == 0
+    bot = BotLoop(scratch_postgres, tmp_path)
+    try:
+        ok, codes, _ = bot.round()
+        assert ok == 20 and codes == {}
+        assert terminate_backends(database) >= 2  # its reader and writer, as a restart would
+        allow_connections(database, False)  # ... and the server refusing for a while
+        terminate_backends(database)
+        down = bot.round()
+        assert down[0] == ok and down[1] == {"database_unavailable": 20}, down
+        assert down[2] == [DatabaseUnavailable.SUGGESTED_WAIT]  # every one came with a suggested wait
+        allow_connections(database, True)
+        back, codes, _ = bot.round()
+        assert back == ok + 20 and codes == {"database_unavailable": 20}  # the same process, no restart
+    finally:
+        allow_connections(database, True)
+        errors = bot.stop()
+    assert bot.process.returncode == 0 and "Traceback" not in errors, errors
