@@ -306,8 +306,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from service.app import ENV_FILE_VARIABLE
     from service.security import check_secret, warn_insecure_files
 
@@ -322,19 +320,24 @@ def _serve(args: argparse.Namespace) -> int:
     # The workers load the app themselves (app_from_environment), from the same settings file.
     os.environ[ENV_FILE_VARIABLE] = str(Path(args.env_file).resolve()) if args.env_file else ""
     _stop_cleanly_on_sigterm()
+    _uvicorn("service.app:app_from_environment", args, log_config, factory=True, workers=args.workers)
+    return EXIT_OK
+
+
+def _uvicorn(app: Any, args: argparse.Namespace, log_config: dict[str, Any], **more: Any) -> None:
+    import uvicorn
+
     # uvicorn's access log prints query strings, which carry OAuth codes: ours (app.ContainErrors) does not.
     uvicorn.run(
-        "service.app:app_from_environment",
-        factory=True,
+        app,
         host=args.host,
         port=args.port,
-        workers=args.workers,
         log_config=log_config,
         log_level=args.log_level,
         access_log=False,
         timeout_graceful_shutdown=args.graceful_timeout,
+        **more,
     )
-    return EXIT_OK
 
 
 def _serve_metrics(port: int) -> None:
@@ -359,8 +362,6 @@ def _is_loopback(host: str) -> bool:
 def cmd_demo(args: argparse.Namespace) -> int:
     import tempfile
 
-    import uvicorn
-
     from service.demo import create_demo_app
 
     if not _is_loopback(args.host) and not args.i_know_this_is_public:
@@ -384,15 +385,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 "(e.g. TokenStore.open(Settings.load(that path))).",
                 file=sys.stderr,
             )
-            uvicorn.run(
-                app,
-                host=args.host,
-                port=args.port,
-                log_config=log_config,
-                log_level=args.log_level,
-                access_log=False,
-                timeout_graceful_shutdown=args.graceful_timeout,
-            )
+            _uvicorn(app, args, log_config)
     except Terminated:
         pass
     return EXIT_OK
