@@ -111,8 +111,8 @@ class ContainErrors:
 async def _service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
     if isinstance(exc, DatabaseUnavailable):  # the vault's own, raised in place of the driver's error
-        logger.warning("database unavailable on %s %s (%s)", request.method, request.url.path, exc.message)
-    outcomes.failed(request.url.path, exc.code)
+        logger.warning("database unavailable on %s %s (%s)", request.method, request.scope["path"], exc.message)
+    outcomes.failed(request.scope["path"], exc.code)
     return error_response(request, exc)
 
 

@@ -83,5 +83,5 @@ def refused(request: Request, error: ServiceError, *, kind: str = ERROR) -> Resp
     page for a person in a browser; the error itself, with its status, for a script."""
     if wants_json(request):
         raise error  # answered, and logged as an outcome, by the app's error handler
-    outcomes.failed(request.url.path, error.code)
+    outcomes.failed(request.scope["path"], error.code)
     return back_to_status(request, error.message, kind=kind, code=error.code)
