@@ -269,6 +269,17 @@ class RateLimited(ProviderError):
         return {} if self.retry_after is None else {"Retry-After": str(math.ceil(self.retry_after))}
 
 
+class MetricsUnauthorized(ServiceError):
+    """GET /metrics without METRICS_TOKEN as its bearer token."""
+
+    status_code = 401
+    code = "metrics_unauthorized"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="metrics"'}
+
+
 class NotFound(ServiceError):
     status_code = 404
     code = "not_found"

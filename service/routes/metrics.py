@@ -11,17 +11,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from service import metrics
-from service.errors import ServiceError
+from service.errors import MetricsUnauthorized
 from service.routes.common import services
-
-
-class MetricsUnauthorized(ServiceError):
-    status_code = 401
-    code = "metrics_unauthorized"
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"WWW-Authenticate": 'Bearer realm="metrics"'}
 
 
 async def scrape(request: Request) -> Response:
