@@ -40,6 +40,7 @@ from service.routes.common import Services, error_response
 from service.security import redact_http_logs
 from service.settings import Settings
 from service.vault import TokenStore
+from service.vault.events import WEB
 
 logger = logging.getLogger("salesbot")
 STATIC = Path(__file__).resolve().parent / "static"  # the stylesheet: served by the app, no external assets
@@ -136,7 +137,7 @@ def create_app(
             timeout=httpx.Timeout(settings.http_timeout_seconds), follow_redirects=False, limits=HTTP_LIMITS
         )
         try:
-            async with TokenStore.open(settings, http_client=http) as store:
+            async with TokenStore.open(settings, http_client=http, actor=WEB) as store:
                 app.state.services = Services(settings, store, http, store.shopify_tokens, demo)
                 pruning = asyncio.create_task(housekeeping.prune_periodically(store, prune_every))
                 try:

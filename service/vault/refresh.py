@@ -23,6 +23,7 @@ from service.models import utcnow
 from service.providers import shopify
 from service.settings import Settings
 from service.vault.cache import REFRESH_MARGIN
+from service.vault.events import REFRESHED
 from service.vault.schema import TokenRecord, TokenWrite
 
 if TYPE_CHECKING:
@@ -146,7 +147,8 @@ class ShopifyTokens:
                         "refresh_lease_until": None,
                     },
                 )
-            ]
+            ],
+            event=REFRESHED,
         )
         return fresh.access_token
 
