@@ -1,5 +1,6 @@
-"""create_app: the routes, the middleware, and a lifespan that opens the store and the HTTP client
-and prunes old rows on a schedule (service/housekeeping.py).
+"""create_app: the routes, the middleware, and a lifespan that opens the store and the HTTP client,
+prunes old rows on a schedule (service/housekeeping.py) and delivers events to EVENTS_WEBHOOK_URL
+(service/events/webhook.py).
 
 Errors become responses in one place: a ServiceError is a page (or JSON) with its status and code;
 a database that cannot be reached is 503 `database_unavailable`; anything else is a bare 500 whose log
@@ -35,6 +36,7 @@ from service.canonical_host import CanonicalHost
 from service.crypto import KeyRing
 from service.db import is_unavailable
 from service.errors import DatabaseUnavailable, ServiceError
+from service.events import webhook
 from service.routes import disconnect, facebook, pages, shopify, status
 from service.routes.common import Services, error_response
 from service.security import redact_http_logs
@@ -141,7 +143,8 @@ def create_app(
                 app.state.services = Services(settings, store, http, store.shopify_tokens, demo)
                 pruning = asyncio.create_task(housekeeping.prune_periodically(store, prune_every))
                 try:
-                    yield
+                    async with webhook.delivering(store, settings):  # EVENTS_WEBHOOK_URL's worker, when set
+                        yield
                 finally:
                     pruning.cancel()
                     with contextlib.suppress(asyncio.CancelledError):

@@ -26,49 +26,36 @@ from typing import Any
 from service import keys
 from service.crypto import KeyRing
 from service.errors import InvalidShop, UndecryptableValue
+from service.events import (  # noqa: F401  (the kinds and roles, for the vault's callers)
+    ACTORS,
+    BOT,
+    CLI,
+    CONNECTED,
+    DATA_DELETED,
+    DEAUTHORIZED,
+    DISCONNECTED,
+    IMPORTED,
+    KEYS_ROTATED,
+    KINDS,
+    MARKED_DEAD,
+    RECONNECTED,
+    REDACTED,
+    REFRESHED,
+    RESTORED,
+    SWEEP,
+    TOKEN_DELETED,
+    TOKEN_SET,
+    UNINSTALLED,
+    WEB,
+    WEBHOOK,
+)
 from service.models import utcnow
 from service.providers.shopify import normalize_shop
 from service.vault import sql
 from service.vault.planner import Plan, Step
 
-# What happened (README, "Events"). Issue 18 adds health_changed, refresh_failed and recovered.
-CONNECTED = "connected"
-RECONNECTED = "reconnected"
-REFRESHED = "refreshed"
-MARKED_DEAD = "marked_dead"
-DISCONNECTED = "disconnected"
-UNINSTALLED = "uninstalled"
-REDACTED = "redacted"
-DEAUTHORIZED = "deauthorized"
-DATA_DELETED = "data_deleted"
-TOKEN_SET = "token_set"
-TOKEN_DELETED = "token_deleted"
-IMPORTED = "imported"
-RESTORED = "restored"
-KEYS_ROTATED = "keys_rotated"
-KINDS = (
-    CONNECTED,
-    RECONNECTED,
-    REFRESHED,
-    MARKED_DEAD,
-    DISCONNECTED,
-    UNINSTALLED,
-    REDACTED,
-    DEAUTHORIZED,
-    DATA_DELETED,
-    TOKEN_SET,
-    TOKEN_DELETED,
-    IMPORTED,
-    RESTORED,
-    KEYS_ROTATED,
-)
-
 # Reason codes (issue 18 names Graph's 190 subcodes and the health states' reasons).
 PROVIDER_REFUSED = "provider_refused"  # the provider answered that the token no longer works
-
-# Who: the merchant's browser, a bot process, the health sweep, a provider's webhook, the operator's CLI.
-WEB, BOT, SWEEP, WEBHOOK, CLI = "web", "bot", "sweep", "webhook", "cli"
-ACTORS = (WEB, BOT, SWEEP, WEBHOOK, CLI)
 
 # A webhook delivery is retried for this long after its event, then marked failed.
 DELIVERY_WINDOW = timedelta(hours=24)
