@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -213,6 +214,10 @@ PRUNE = (
     "(SELECT seq FROM connection_events WHERE at < :before ORDER BY seq LIMIT :bite)"
 )
 NEWEST_SEQ = "SELECT coalesce(max(seq), 0) FROM connection_events"
+# SQLite's AUTOINCREMENT counter: a restored file's must not go back (followers resume after a seq).
+_SEQUENCE = "SELECT seq FROM sqlite_sequence WHERE name = 'connection_events'"
+_RAISE_SEQUENCE = "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'connection_events'"
+_START_SEQUENCE = "INSERT INTO sqlite_sequence (name, seq) SELECT 'connection_events', ? WHERE NOT EXISTS ({})"
 
 
 class EventLog:
@@ -284,3 +289,20 @@ class EventLog:
             Plan([Step(PRUNE + " RETURNING seq", [{"before": now - older_than, "bite": PRUNE_BITE}], returning=True)])
         )
         return len(pruned)
+
+
+def sqlite_sequence(connection: sqlite3.Connection) -> int:
+    """The highest seq a SQLite file ever gave an event (0 before any, or before revision 0012)."""
+    try:
+        row = connection.execute(_SEQUENCE).fetchone()
+    except sqlite3.OperationalError:  # no sqlite_sequence yet
+        return 0
+    return int(row[0]) if row else 0
+
+
+def keep_sequence(connection: sqlite3.Connection, at_least: int) -> None:
+    """After `restore` replaced the file: new events get seqs past every one handed out before."""
+    if at_least <= 0:
+        return
+    connection.execute(_RAISE_SEQUENCE, (at_least,))
+    connection.execute(_START_SEQUENCE.format(_SEQUENCE), (at_least,))
