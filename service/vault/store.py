@@ -386,7 +386,12 @@ class TokenStore:
         return await self.shopify_tokens.get(shop, refused=refused)
 
     async def mark_token_dead(
-        self, key: str, value: str | None = None, *, by: Actor | None = None, reason: str | None = None
+        self,
+        key: str,
+        value: str | None = None,
+        *,
+        by: Actor | None = None,
+        reason: str | None = events.PROVIDER_REFUSED,
     ) -> bool:
         """Mark a token the provider refused as expired now, as `tokens check --online` marks it: unless
         it was rewritten meanwhile (value: the token that was refused, if known) or expires sooner."""
