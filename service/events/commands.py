@@ -66,6 +66,7 @@ def line(event: LoggedEvent) -> str:
 
 def _filters(args: argparse.Namespace) -> dict[str, Any]:
     from service import keys
+    from service.errors import InvalidShop
     from service.providers.shopify import normalize_shop
     from service.vault.events import subject_of
 
@@ -78,7 +79,10 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
         except ValueError:
             raise Refused("--account takes an account UUID.") from None
     if args.shop is not None:
-        found.update(provider=keys.SHOPIFY, subject=subject_of(keys.SHOPIFY, normalize_shop(args.shop)))
+        try:
+            found.update(provider=keys.SHOPIFY, subject=subject_of(keys.SHOPIFY, normalize_shop(args.shop)))
+        except InvalidShop as error:
+            raise Refused(f"--shop: {error.message}") from None
     if args.page is not None:
         if not args.page.isascii() or not args.page.isdigit():
             raise Refused("--page takes a Page id (digits).")

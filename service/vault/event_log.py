@@ -186,7 +186,8 @@ RETRY_LATER = (
 )
 # Giving up: the delivery, and any of its subject's queue that has waited out the window too.
 GIVE_UP = (
-    f"UPDATE event_deliveries SET status = '{FAILED}', last_attempt_at = :now, last_error = :error "
+    f"UPDATE event_deliveries SET status = '{FAILED}', last_attempt_at = :now, last_error = :error, "
+    "attempts = CASE WHEN seq = :seq THEN attempts + 1 ELSE attempts END "
     f"WHERE seq = :seq OR (subject_key = :subject_key AND status = '{PENDING}' AND deadline_at <= :now)"
 )
 # The subject's next delivery keeps the backoff reached (only a success sends the queue at once).
