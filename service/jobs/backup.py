@@ -231,18 +231,11 @@ def _check_revision(path: Path) -> None:
         )
 
 
-def _change_version(path: Path) -> int:
+def _counters(path: Path) -> tuple[int, int]:
+    """The live file's change-log version and event sequence, before a restore replaces it."""
     connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
     try:
-        return change_version(connection)
-    finally:
-        connection.close()
-
-
-def _events_sequence(path: Path) -> int:
-    connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
-    try:
-        return sqlite_sequence(connection)
+        return change_version(connection), sqlite_sequence(connection)
     finally:
         connection.close()
 
@@ -290,8 +283,7 @@ async def restore(
 
     with contextlib.suppress(FileNotFoundError):
         os.chmod(live, 0o600)
-    before = await asyncio.to_thread(_change_version, live)
-    events_before = await asyncio.to_thread(_events_sequence, live)
+    before, events_before = await asyncio.to_thread(_counters, live)
     await asyncio.to_thread(copy_in)
     await asyncio.to_thread(_announce_restore, live, before, events_before)
     report = RestoreReport(source, saved, rows)

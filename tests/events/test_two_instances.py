@@ -10,6 +10,7 @@ import time
 from collections import Counter
 
 import asyncpg
+import pytest
 
 from service.leadership import advisory_key
 from service.settings import Settings
@@ -20,6 +21,7 @@ from tests.events.helpers import WEBHOOK_SECRET, Receiver, receiver
 from tests.events.test_webhook import by_subject
 
 ONLY_BACKENDS = ["postgres"]
+pytestmark = pytest.mark.postgres  # without TEST_DATABASE_URL these are deselected, as every PostgreSQL case
 KEYS = ["SHOPIFY_ACCESS_TOKEN_north", "SHOPIFY_ACCESS_TOKEN_south", "FACEBOOK_ACCESS_TOKEN_101", "CUSTOM_KEY"]
 
 

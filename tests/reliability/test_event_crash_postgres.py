@@ -8,6 +8,7 @@ import signal
 import time
 
 import asyncpg
+import pytest
 
 from service.settings import Settings
 from service.vault import TokenStore
@@ -15,6 +16,7 @@ from tests.events.helpers import fingerprint
 from tests.reliability.test_event_crash import start_writer
 
 ONLY_BACKENDS = ["postgres"]
+pytestmark = pytest.mark.postgres  # without TEST_DATABASE_URL these are deselected, as every PostgreSQL case
 
 LOCK = "SELECT pg_advisory_lock(hashtextextended('salesbot connection_events', 0))"
 UNLOCK = "SELECT pg_advisory_unlock(hashtextextended('salesbot connection_events', 0))"
