@@ -95,3 +95,45 @@ def receiver(status: int = 200) -> Iterator[Receiver]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@dataclass
+class Hanging:
+    """A receiver that takes each request and never answers (until it is closed)."""
+
+    url: str
+    received: threading.Event = field(default_factory=threading.Event)
+
+
+@contextmanager
+def hanging_receiver() -> Iterator[Hanging]:
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    endpoint = Hanging(f"http://127.0.0.1:{listener.getsockname()[1]}/hooks")
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    listener.settimeout(0.05)  # so that the loop sees `stop`: closing a socket does not wake accept()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            held.append(connection)  # the request sits unread in the socket's buffer
+            endpoint.received.set()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield endpoint
+    finally:
+        stop.set()
+        listener.close()
+        for connection in held:
+            connection.close()
+        thread.join(timeout=5)

@@ -3,7 +3,9 @@ the merchant reads of them under "Recent activity", and erasure of a subject's h
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from html import unescape
 
 import pytest
@@ -13,7 +15,7 @@ from service.settings import Settings
 from service.vault import TokenStore
 from service.vault.event_log import LoggedEvent
 from tests.bot.helpers import bot_store, connect_merchant
-from tests.events.helpers import fingerprint, raw_deliveries
+from tests.events.helpers import WEBHOOK_SECRET, fingerprint, hanging_receiver, raw_deliveries
 from tests.routes.test_facebook_routes import deauthorize
 from tests.routes.test_refresh import KEY, SHOP, expire_soon
 from tests.routes.test_webhooks import send
@@ -190,3 +192,19 @@ async def test_data_deletion_erases_the_users_and_their_pages_history(migrated: 
     )
     assert all(event.name is None and event.fingerprint is None for event in facebook)
     assert [event.id for event in logged if event.provider == "shopify"] == shop_events
+
+
+async def test_a_receiver_that_hangs_never_slows_a_merchants_request(migrated: Settings) -> None:
+    timeout = 30.0
+    with hanging_receiver() as endpoint:
+        hook = {"EVENTS_WEBHOOK_URL": endpoint.url, "EVENTS_WEBHOOK_SECRET": WEBHOOK_SECRET}
+        async with running_app(migrated.database_url, HTTP_TIMEOUT_SECONDS=str(timeout), **hook) as web:
+            await connect_shopify(web.browser)
+            assert await asyncio.to_thread(endpoint.received.wait, timeout)  # the worker is stuck on it now
+            began = time.monotonic()
+            await connect_shopify(web.browser)  # another event, queued behind the stuck one
+            await disconnect(web, f"/shopify/{SHOP}/disconnect")
+            elapsed = time.monotonic() - began
+            pending = await raw_deliveries(web.store)
+    assert elapsed < timeout  # the requests did not wait for the receiver (a bound, not a speed)
+    assert [row["status"] for row in pending] == ["pending"] * 3  # nothing lost meanwhile
