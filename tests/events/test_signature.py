@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import subprocess
+import sys
 import time
 
 import pytest
 
 from service.events import signature_header, verify_signature
+from tests.command import ROOT
 
 SECRET = "whsec-receiver-0123456789abcdefghijklmnop"
 BODY = b'{"id":"1b4e28ba-2fa1-11d2-883f-0016d3cca427","kind":"marked_dead","subject":"101"}'
@@ -60,3 +63,12 @@ def test_another_secret_is_refused_and_any_matching_v1_is_enough() -> None:
     assert not verify_signature(BODY, signed(BODY, now, "another-secret-0123456789abcdefghij"), SECRET)
     rotating = signed(BODY, now, "old-secret-0123456789abcdefghijklmn") + "," + signed(BODY, now).split(",")[1]
     assert verify_signature(BODY, rotating, SECRET)
+
+
+def test_a_receiver_imports_verify_signature_without_the_services_database_code() -> None:
+    probe = (
+        "import sys; from service.events import verify_signature; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'sqlalchemy', 'cryptography', 'starlette', 'httpx'}))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert result.stdout == "[]\n"
