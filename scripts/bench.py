@@ -817,9 +817,13 @@ def print_server_workloads(rounds: dict[str, list[Result]], args: argparse.Names
     )
     if rounds["baseline"]:
         before = median_result(rounds["baseline"])
+        each = " ".join(
+            f"{ours.ops_per_s / theirs.ops_per_s:.0%}"
+            for ours, theirs in zip(rounds["connect"], rounds["baseline"], strict=True)
+        )
         print(
             f"ours / baseline ({args.baseline}): {connect.ops_per_s / before.ops_per_s:.1%} of its connections per "
-            f"second (medians of {len(rounds['baseline'])} rounds each, alternating which ran first)"
+            f"second (medians of {len(rounds['baseline'])} rounds, alternating which ran first; each round: {each})"
         )
     print(
         f"ours / ceiling: {connect.ops_per_s / bare.ops_per_s:.1%} (a connection is 5 browser requests, "
