@@ -563,6 +563,12 @@ def wait_healthy(port: int, process: subprocess.Popen, timeout: float = 30.0) ->
     raise RuntimeError(f"server on port {port} did not answer within {timeout} s")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far (/proc/PID/stat), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -673,9 +679,12 @@ def connect_baseline(checkout: Path, environ: dict[str, str], count: int, direct
     )
     try:
         wait_healthy(port, service)
+        cpu = cpu_seconds(service.pid)
         elapsed, latencies, failures = asyncio.run(connect_clients(port, count))
+        cpu_ms = (cpu_seconds(service.pid) - cpu) * 1000 / count
         stored = sum(1 for key, _ in _read_ours(database) if key.startswith("SHOPIFY_ACCESS"))
-        return latency_result(count, elapsed, latencies, failures=failures, stored=stored, rss=peak_rss_mb(service.pid))
+        rss = peak_rss_mb(service.pid)
+        return latency_result(count, elapsed, latencies, failures=failures, stored=stored, rss=rss, cpu_ms=cpu_ms)
     finally:
         stop(service)
 
@@ -729,7 +738,9 @@ def run_server_workloads(args: argparse.Namespace) -> dict[str, list[Result]]:
                 wait_healthy(bare_port, bare)
                 rounds["bare_startup"].append(Result(0.0, extra={"seconds": time.perf_counter() - launched}))
 
+                cpu = cpu_seconds(service.pid)
                 elapsed, latencies, failures = asyncio.run(connect_clients(service_port, args.connections))
+                cpu_ms = (cpu_seconds(service.pid) - cpu) * 1000 / args.connections
                 stored = sum(
                     1 for key, _ in _read_ours(sides.directory / "ours.db") if key.startswith("SHOPIFY_ACCESS")
                 )
@@ -741,6 +752,7 @@ def run_server_workloads(args: argparse.Namespace) -> dict[str, list[Result]]:
                         failures=failures,
                         stored=stored,
                         rss=peak_rss_mb(service.pid),
+                        cpu_ms=cpu_ms,
                     )
                 )
                 if checkout is not None and round_no % 2 == 0:
@@ -820,6 +832,12 @@ def print_server_workloads(rounds: dict[str, list[Result]], args: argparse.Names
         each = " ".join(
             f"{ours.ops_per_s / theirs.ops_per_s:.0%}"
             for ours, theirs in zip(rounds["connect"], rounds["baseline"], strict=True)
+        )
+        ours_cpu = statistics.median(r.extra["cpu_ms"] for r in rounds["connect"])  # type: ignore[misc]
+        their_cpu = statistics.median(r.extra["cpu_ms"] for r in rounds["baseline"])  # type: ignore[misc]
+        print(
+            f"service CPU per connection: ours {ours_cpu:.2f} ms, baseline {their_cpu:.2f} ms "
+            f"({ours_cpu / their_cpu:.1%}; user+system time of the serve process over the workload)"
         )
         print(
             f"ours / baseline ({args.baseline}): {connect.ops_per_s / before.ops_per_s:.1%} of its connections per "
