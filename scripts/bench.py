@@ -23,7 +23,9 @@ runs, in fresh temporary files, on this machine and disk, in one run.
            value whose write had returned before the read began (stale reads must be 0).
 4 connect  complete Shopify connections (login, callback, token exchange against the sandbox
            stand-in on loopback, stored) through `salesbot serve` under uvicorn, 32 concurrent
-           clients; the ceiling is a bare Starlette endpoint on the same uvicorn.
+           clients; the ceiling is a bare Starlette endpoint on the same uvicorn. With --baseline REF
+           the same workload also runs against the service as it is at git REF (exported beside the
+           run, its own database migrated by its own code), in the same rounds: before and after.
 5 start-up time from launching `salesbot serve` to the first 200 from /healthz; peak RSS (VmHWM) of
            the server after workload 4. Floor: a bare Starlette app under uvicorn.
 
@@ -561,6 +563,12 @@ def wait_healthy(port: int, process: subprocess.Popen, timeout: float = 30.0) ->
     raise RuntimeError(f"server on port {port} did not answer within {timeout} s")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far (/proc/PID/stat), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -645,9 +653,47 @@ def connect_available() -> bool:
     return True
 
 
+def export_ref(ref: str, into: Path) -> Path:
+    """The repository as it is at git `ref`, in a folder of its own (no worktree, nothing registered)."""
+    target = into / "baseline"
+    target.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
+def connect_baseline(checkout: Path, environ: dict[str, str], count: int, directory: Path) -> Result:
+    """Workload 4 against the service of another checkout: `python -m service` run in that folder
+    imports that folder's `service` (the current directory comes first on sys.path)."""
+    port = free_port()
+    database = directory / "baseline.db"
+    environ = {
+        **environ,
+        "DATABASE_URL": sqlite_url(database),
+        "SHOPIFY_REDIRECT_URI": f"http://127.0.0.1:{port}/shopify/callback",
+    }
+    command = [sys.executable, "-m", "service"]
+    subprocess.run([*command, "migrate"], cwd=checkout, env=environ, check=True, capture_output=True)
+    service = subprocess.Popen(
+        [*command, "serve", "--port", str(port), "--log-level", "warning"], cwd=checkout, env=environ
+    )
+    try:
+        wait_healthy(port, service)
+        cpu = cpu_seconds(service.pid)
+        elapsed, latencies, failures = asyncio.run(connect_clients(port, count))
+        cpu_ms = (cpu_seconds(service.pid) - cpu) * 1000 / count
+        stored = sum(1 for key, _ in _read_ours(database) if key.startswith("SHOPIFY_ACCESS"))
+        rss = peak_rss_mb(service.pid)
+        return latency_result(count, elapsed, latencies, failures=failures, stored=stored, rss=rss, cpu_ms=cpu_ms)
+    finally:
+        stop(service)
+
+
 def run_server_workloads(args: argparse.Namespace) -> dict[str, list[Result]]:
-    rounds: dict[str, list[Result]] = {"connect": [], "bare": [], "startup": [], "bare_startup": []}
-    for _ in range(args.rounds):
+    rounds: dict[str, list[Result]] = {"connect": [], "bare": [], "startup": [], "bare_startup": [], "baseline": []}
+    baseline_dir = tempfile.TemporaryDirectory() if args.baseline else None
+    checkout = export_ref(args.baseline, Path(baseline_dir.name)) if baseline_dir is not None else None
+    for round_no in range(args.rounds):
         with tempfile.TemporaryDirectory() as tmp:
             sides = Sides(Path(tmp), None)  # the seed has no server side here (see print_server_workloads)
             sandbox_port, service_port, bare_port = free_port(), free_port(), free_port()
@@ -670,6 +716,8 @@ def run_server_workloads(args: argparse.Namespace) -> dict[str, list[Result]]:
             bare = service = None
             try:
                 wait_healthy_any(sandbox_port, sandbox)
+                if checkout is not None and round_no % 2 == 1:  # alternate which goes first
+                    rounds["baseline"].append(connect_baseline(checkout, environ, args.connections, Path(tmp)))
                 launched = time.perf_counter()
                 service = subprocess.Popen(
                     [
@@ -690,7 +738,9 @@ def run_server_workloads(args: argparse.Namespace) -> dict[str, list[Result]]:
                 wait_healthy(bare_port, bare)
                 rounds["bare_startup"].append(Result(0.0, extra={"seconds": time.perf_counter() - launched}))
 
+                cpu = cpu_seconds(service.pid)
                 elapsed, latencies, failures = asyncio.run(connect_clients(service_port, args.connections))
+                cpu_ms = (cpu_seconds(service.pid) - cpu) * 1000 / args.connections
                 stored = sum(
                     1 for key, _ in _read_ours(sides.directory / "ours.db") if key.startswith("SHOPIFY_ACCESS")
                 )
@@ -702,8 +752,13 @@ def run_server_workloads(args: argparse.Namespace) -> dict[str, list[Result]]:
                         failures=failures,
                         stored=stored,
                         rss=peak_rss_mb(service.pid),
+                        cpu_ms=cpu_ms,
                     )
                 )
+                if checkout is not None and round_no % 2 == 0:
+                    stop(service)
+                    service = None
+                    rounds["baseline"].append(connect_baseline(checkout, environ, args.connections, Path(tmp)))
                 elapsed, latencies, failures = asyncio.run(bare_clients(bare_port, args.connections * 4))
                 rounds["bare"].append(
                     latency_result(
@@ -714,6 +769,8 @@ def run_server_workloads(args: argparse.Namespace) -> dict[str, list[Result]]:
                 for process in (service, bare, sandbox):
                     if process is not None:
                         stop(process)
+    if baseline_dir is not None:
+        baseline_dir.cleanup()
     return rounds
 
 
@@ -733,6 +790,15 @@ def wait_healthy_any(port: int, process: subprocess.Popen) -> None:
     raise RuntimeError("the sandbox server did not start")
 
 
+def baseline_rows(rounds: dict[str, list[Result]], args: argparse.Namespace) -> list[tuple[str, list[str]]]:
+    if not rounds["baseline"]:
+        return []
+    before = median_result(rounds["baseline"])
+    cells = [fmt_rate(before.ops_per_s), fmt_ms(before.p50_ms), fmt_ms(before.p99_ms)]
+    cells += [str(before.extra["failures"]), f"{before.extra['stored']:,}"]
+    return [(f"baseline: the same at {args.baseline}", cells)]
+
+
 def print_server_workloads(rounds: dict[str, list[Result]], args: argparse.Namespace) -> None:
     connect, bare = median_result(rounds["connect"]), median_result(rounds["bare"])
     rows = [
@@ -747,6 +813,7 @@ def print_server_workloads(rounds: dict[str, list[Result]], args: argparse.Names
             ],
         ),
         ("seed", ["-", "-", "-", "-", "-"]),
+        *baseline_rows(rounds, args),
         (
             "ceiling: bare GET, same uvicorn",
             [fmt_rate(bare.ops_per_s), fmt_ms(bare.p50_ms), fmt_ms(bare.p99_ms), str(bare.extra["failures"]), "-"],
@@ -760,6 +827,22 @@ def print_server_workloads(rounds: dict[str, list[Result]], args: argparse.Names
             rows,
         )
     )
+    if rounds["baseline"]:
+        before = median_result(rounds["baseline"])
+        each = " ".join(
+            f"{ours.ops_per_s / theirs.ops_per_s:.0%}"
+            for ours, theirs in zip(rounds["connect"], rounds["baseline"], strict=True)
+        )
+        ours_cpu = statistics.median(r.extra["cpu_ms"] for r in rounds["connect"])  # type: ignore[misc]
+        their_cpu = statistics.median(r.extra["cpu_ms"] for r in rounds["baseline"])  # type: ignore[misc]
+        print(
+            f"service CPU per connection: ours {ours_cpu:.2f} ms, baseline {their_cpu:.2f} ms "
+            f"({ours_cpu / their_cpu:.1%}; user+system time of the serve process over the workload)"
+        )
+        print(
+            f"ours / baseline ({args.baseline}): {connect.ops_per_s / before.ops_per_s:.1%} of its connections per "
+            f"second (medians of {len(rounds['baseline'])} rounds, alternating which ran first; each round: {each})"
+        )
     print(
         f"ours / ceiling: {connect.ops_per_s / bare.ops_per_s:.1%} (a connection is 5 browser requests, "
         "3 to the service and 2 to the stand-in, plus the service's token exchange)"
@@ -808,6 +891,9 @@ def main() -> None:
         help="a server for workloads 8, 9 and 11, which make and drop a database of their own (default: %(default)s)",
     )
     parser.add_argument("--listing-tokens", type=int, help="workload 10's size (default 1,000,000; --quick 5,000)")
+    parser.add_argument(
+        "--baseline", metavar="REF", help="workload 4 also against the service at git REF (e.g. main): before/after"
+    )
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.tokens, args.lookups, args.writes, args.connections = 1, 2_000, 20_000, 1_000, 300

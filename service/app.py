@@ -1,5 +1,6 @@
-"""create_app: the routes, the middleware, and a lifespan that opens the store and the HTTP client
-and prunes old rows on a schedule (service/housekeeping.py).
+"""create_app: the routes, the middleware, and a lifespan that opens the store and the HTTP client,
+prunes old rows on a schedule (service/housekeeping.py) and delivers events to EVENTS_WEBHOOK_URL
+(service/events/webhook.py).
 
 Errors become responses in one place: a ServiceError is a page (or JSON) with its status and code;
 a database that cannot be reached is 503 `database_unavailable`; anything else is a bare 500 whose log
@@ -36,6 +37,7 @@ from service.canonical_host import CanonicalHost
 from service.crypto import KeyRing
 from service.db import is_unavailable
 from service.errors import DatabaseUnavailable, ServiceError
+from service.events import webhook
 from service.observe import Observe
 from service.routes import disconnect, facebook, pages, shopify, status
 from service.routes import metrics as metrics_route
@@ -43,6 +45,7 @@ from service.routes.common import Services, error_response
 from service.security import redact_http_logs
 from service.settings import Settings
 from service.vault import TokenStore
+from service.vault.events import WEB
 
 logger = logging.getLogger("salesbot")
 STATIC = Path(__file__).resolve().parent / "static"  # the stylesheet: served by the app, no external assets
@@ -157,7 +160,7 @@ def create_app(
             timeout=httpx.Timeout(settings.http_timeout_seconds), follow_redirects=False, limits=HTTP_LIMITS
         )
         try:
-            async with TokenStore.open(settings, http_client=http) as store:
+            async with TokenStore.open(settings, http_client=http, actor=WEB) as store:
                 app.state.services = Services(settings, store, http, store.shopify_tokens, demo)
                 # Each in one process at a time across workers and instances (service/leadership.py).
                 background = [
@@ -165,7 +168,8 @@ def create_app(
                     asyncio.create_task(health_gauge.count_periodically(store)),
                 ]
                 try:
-                    yield
+                    async with webhook.delivering(store, settings):  # EVENTS_WEBHOOK_URL's worker, when set
+                        yield
                 finally:
                     for task in background:
                         task.cancel()

@@ -130,7 +130,7 @@ async def _tokens_set(args: argparse.Namespace) -> int:
     from service.vault import TokenStore
 
     value = _value_from_stdin(args.key) if args.value == "-" else args.value
-    async with TokenStore.open(_settings(args)) as store:
+    async with TokenStore.open(_settings(args), actor="cli") as store:
         await store.check_keys()
         await store.store_token(args.key, value, type=args.type)
     print(f"Stored {args.key}.", file=sys.stderr)
@@ -203,7 +203,7 @@ def _print_table(listed: list[dict[str, Any]]) -> None:
 async def _tokens_delete(args: argparse.Namespace) -> int:
     from service.vault import TokenStore
 
-    async with TokenStore.open(_settings(args)) as store:
+    async with TokenStore.open(_settings(args), actor="cli") as store:
         deleted = await store.delete_token(args.key)
     if not deleted:
         raise CommandFailed(f"No token is stored under {args.key!r}; nothing deleted.")
@@ -279,6 +279,17 @@ def _check_store(settings: Settings) -> None:
     asyncio.run(check())
 
 
+def _check_webhook(settings: Settings, host: str, port: int) -> None:
+    from service.events.webhook import points_at_service
+
+    if settings.events_webhook_url and points_at_service(settings.events_webhook_url, host, port):
+        raise CommandFailed(
+            f"EVENTS_WEBHOOK_URL points at this service itself ({host}:{port}): give the address of the team's "
+            "own receiver.",
+            EXIT_USAGE,
+        )
+
+
 def warn_missing_providers(settings: Settings) -> None:
     missing = settings.missing_provider_settings
     if missing:
@@ -313,6 +324,7 @@ def _serve(args: argparse.Namespace) -> int:
     log_config = _configure_logging(args.log_level, args.log_format or settings.log_format)
     warn_insecure_files(settings)  # a .env or database other users can read: say so, naming the file
     check_secret(settings)
+    _check_webhook(settings, args.host, args.port)
     _check_store(settings)  # a wrong key stops here, in one line, not at a merchant's first token
     warn_missing_providers(settings)
     if args.metrics_port is not None:
@@ -513,9 +525,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_command(keys, "generate", "print a new Fernet key", cmd_keys_generate)
 
+    from service.events import commands as events_commands
     from service.jobs.commands import add_commands
 
     add_commands(commands, keys=keys, tokens=tokens)
+    events_commands.add_commands(commands)
     return parser
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
+import hmac
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +35,7 @@ SEED_SALT = b"salt_"
 SEED_ITERATIONS = 100_000
 
 RING_SETTINGS = "TOKEN_ENCRYPTION_KEYS and STATE_TOKEN_SECRET"
+FINGERPRINT_DIGITS = 16
 
 
 @functools.lru_cache(maxsize=16)
@@ -53,6 +56,9 @@ class KeyRing:
         self._fernets = [Fernet(key) for key in keys]
         self._primary = self._fernets[0]
         self._ring = MultiFernet(self._fernets)
+        # The event log's token fingerprints: an HMAC under a key of their own, derived from the primary key.
+        primary = keys[0].encode() if isinstance(keys[0], str) else keys[0]
+        self._fingerprint_key = hmac.new(primary, b"salesbot token fingerprint", hashlib.sha256).digest()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KeyRing:
@@ -93,6 +99,11 @@ class KeyRing:
             except UnicodeError:
                 break
         raise undecryptable(key_name)
+
+    def fingerprint(self, plaintext: str) -> str:
+        """A keyed digest of a token (16 hex digits): the same token gives the same one while the primary
+        key stays, so support can tell "same token or a new one" without it. Nothing opens it."""
+        return hmac.new(self._fingerprint_key, plaintext.encode(), hashlib.sha256).hexdigest()[:FINGERPRINT_DIGITS]
 
     def is_current(self, ciphertext: str) -> bool:
         """True when the primary key opens it, i.e. a rotation has nothing to do for this value."""

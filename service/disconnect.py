@@ -23,6 +23,7 @@ from service.errors import NotFound, ServiceError, TokenRevoked
 from service.providers import facebook, shopify
 from service.settings import Settings
 from service.vault import TokenRecord, TokenStore
+from service.vault.events import DISCONNECTED
 
 # What became of the access at the provider: removed; already gone (it refused the token); not told
 # (it did not answer, or no token was left to ask with).
@@ -77,7 +78,7 @@ async def disconnect_shop(
             revocation = NOTHING_LEFT
         except ServiceError:  # no answer, an error answer, no app settings, a value no key opens
             revocation = NOT_TOLD
-    await store.forget_shop(shopify.shop_key(domain), with_link=True)
+    await store.forget_shop(shopify.shop_key(domain), with_link=True, event=DISCONNECTED, reason=revocation)
     if revocation == DONE:
         message = f"Disconnected {name}: its access was removed at Shopify, and its token deleted here."
     elif revocation == NOT_TOLD:
@@ -102,7 +103,7 @@ async def disconnect_page(
     """`graph` makes the Graph client, only when the grant is to be removed (it needs the app's settings)."""
     record = await page_to_disconnect(store, page_id=page_id, account=account)
     name = page_label(record, page_id)
-    await store.delete_tokens([keys.page_token_key(page_id), keys.page_uuid_key(page_id)])
+    await store.delete_tokens([keys.page_token_key(page_id), keys.page_uuid_key(page_id)], event=DISCONNECTED)
     user_id = record.granted_by if record is not None else None
     if user_id is None:
         return Disconnected(name, None, f"Disconnected {name}.")
@@ -128,15 +129,18 @@ async def disconnect_page(
 async def _remove_grant(store: TokenStore, graph: Callable[[], facebook.Graph], user_id: str) -> str:
     """Remove the user's grant at Facebook, then delete the user token here whatever Facebook said."""
     user_key = keys.facebook_user_token_key(user_id)
+    revocation = NOT_TOLD
     try:
         token = await store.get_token(user_key)
         if token is None:
-            return NO_TOKEN
-        await graph().revoke_permissions(user_id, token)
-        return DONE
+            revocation = NO_TOKEN
+        else:
+            await graph().revoke_permissions(user_id, token)
+            revocation = DONE
     except TokenRevoked:
-        return NOTHING_LEFT
+        revocation = NOTHING_LEFT
     except (ServiceError, ValueError):
-        return NOT_TOLD
+        revocation = NOT_TOLD
     finally:
-        await store.delete_tokens([user_key])
+        await store.delete_tokens([user_key], event=DISCONNECTED, reason=revocation)
+    return revocation

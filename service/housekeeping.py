@@ -1,13 +1,14 @@
 """Pruning the tables that requests anyone can send make grow: OAuth states and Facebook grants waiting
 for a choice of Pages past expiry, webhook deliveries past the de-duplication window, deletion
-requests past their retention. It runs on a
-schedule in the app's lifespan, never per request (DESIGN.md, "OAuth").
+requests past their retention; and connection events past EVENTS_RETENTION_DAYS (with the webhook
+outbox emptied when no EVENTS_WEBHOOK_URL is set). It runs on a schedule in the app's lifespan, never
+per request (DESIGN.md, "OAuth" and "The event log").
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete
@@ -36,10 +37,12 @@ class Pruned:
     deliveries: int
     deletions: int
     grants: int = 0  # Facebook grants nobody chose Pages for in time
+    events: int = 0  # connection events older than EVENTS_RETENTION_DAYS
 
 
 async def prune(store: TokenStore, *, now: datetime | None = None) -> Pruned:
-    """Delete what is past its time, in one write transaction; return how many rows of each."""
+    """Delete what is past its time (the service's tables in one write transaction, events in another);
+    return how many rows of each."""
     now = now or utcnow()
 
     def job(connection: Connection) -> Pruned:
@@ -54,18 +57,24 @@ async def prune(store: TokenStore, *, now: datetime | None = None) -> Pruned:
             grants=connection.execute(pending_grants.prune_statement(now)).rowcount,
         )
 
-    return await store.run_write(job)
+    pruned = await store.run_write(job)
+    if store.settings.events_webhook_url is None:
+        await store.event_log.clear_outbox()  # nobody to send them to: a receiver set later starts from then
+    retention = timedelta(days=store.settings.events_retention_days)
+    return replace(pruned, events=await store.event_log.prune(retention, now=now))
 
 
 async def prune_and_log(store: TokenStore) -> Pruned:
     pruned = await prune(store)
-    if pruned.states or pruned.deliveries or pruned.deletions or pruned.grants:
+    if pruned.states or pruned.deliveries or pruned.deletions or pruned.grants or pruned.events:
         logger.info(
-            "pruned %d expired states, %d expired Facebook grants, %d old webhook deliveries, %d old deletion requests",
+            "pruned %d expired states, %d expired Facebook grants, %d old webhook deliveries, %d old deletion "
+            "requests, %d old connection events",
             pruned.states,
             pruned.grants,
             pruned.deliveries,
             pruned.deletions,
+            pruned.events,
         )
     return pruned
 

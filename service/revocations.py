@@ -11,7 +11,9 @@
 
 A delivery (a webhook id, a signed_request's digest) seen before is a duplicate and deletes nothing.
 Otherwise the vault deletes first and the delivery is recorded after: the deletions are idempotent,
-so a crash in between only means the provider's retry deletes nothing more and records it.
+so a crash in between only means the provider's retry deletes nothing more and records it. Each
+deletion writes its events (by `webhook`) in its own transaction; shop/redact and data deletion erase
+the subjects' earlier events and leave one saying so (docs/security.md).
 """
 
 from __future__ import annotations
@@ -29,11 +31,14 @@ from service import keys, pending_grants
 from service.models import DeletionRequest, WebhookDelivery, utcnow
 from service.providers import shopify
 from service.vault import TokenStore
+from service.vault import events as kinds
+from service.vault.events import Actor
 
 DELIVERIES = WebhookDelivery.__table__
 DELETIONS = DeletionRequest.__table__
 UNINSTALL, SHOP_REDACT = "app/uninstalled", "shop/redact"
 ACKNOWLEDGED_TOPICS = frozenset({"customers/data_request", "customers/redact"})  # we keep no customer data
+BY_WEBHOOK = Actor.of(kinds.WEBHOOK)
 
 
 @dataclass(frozen=True)
@@ -79,8 +84,12 @@ async def shopify_webhook(
             return 0
         shop_key = shopify.shop_key(shop_domain)
         if topic == UNINSTALL:
-            return await store.forget_shop(shop_key, with_link=False, not_after=triggered_at)
-        return await store.forget_shop(shop_key, with_link=True)
+            return await store.forget_shop(
+                shop_key, with_link=False, not_after=triggered_at, event=kinds.UNINSTALLED, by=BY_WEBHOOK
+            )
+        return await store.forget_shop(
+            shop_key, with_link=True, event=kinds.REDACTED, erase_history=True, by=BY_WEBHOOK
+        )
 
     deleted = await _once(store, delivery_id=webhook_id, topic=topic, shop=shop_domain, act=act)
     if deleted is None:
@@ -96,7 +105,7 @@ async def deauthorize_user(store: TokenStore, user_id: str, *, request_digest: s
 
     async def act() -> int:
         await pending_grants.forget_user(store, user_id)
-        return await store.forget_facebook_user(user_id, erase_links=False)
+        return await store.forget_facebook_user(user_id, erase_links=False, event=kinds.DEAUTHORIZED, by=BY_WEBHOOK)
 
     return await _once(
         store, delivery_id=f"facebook:{request_digest}", topic="facebook/deauthorize", shop=None, act=act
@@ -109,7 +118,7 @@ async def remove_page(store: TokenStore, page_id: str, *, request_digest: str) -
         delivery_id=f"facebook:{request_digest}",
         topic="facebook/deauthorize",
         shop=None,
-        act=lambda: store.delete_tokens([keys.page_token_key(page_id)]),
+        act=lambda: store.delete_tokens([keys.page_token_key(page_id)], event=kinds.DEAUTHORIZED, by=BY_WEBHOOK),
     )
 
 
@@ -122,7 +131,7 @@ async def delete_user_data(store: TokenStore, user_id: str, *, request_digest: s
     if await _seen(store, DELETIONS, DELETIONS.c.confirmation_code, code):
         return code, 0
     await pending_grants.forget_user(store, user_id)
-    deleted = await store.forget_facebook_user(user_id, erase_links=True)
+    deleted = await store.forget_facebook_user(user_id, erase_links=True, event=kinds.DATA_DELETED, by=BY_WEBHOOK)
     row = insert(DELETIONS).values(
         confirmation_code=code,
         facebook_user_id=user_id,

@@ -26,10 +26,12 @@ DEFAULT_GRAPH_VERSION = "v25.0"
 DEFAULT_SHOPIFY_API_VERSION = "2026-10"
 _SHOPIFY_API_VERSION = re.compile(r"20[0-9]{2}-(01|04|07|10)|unstable")
 DEFAULT_ENV_FILE = ".env"
-# A shorter STATE_TOKEN_SECRET is refused by `serve` and `migrate` (service/security.py).
+# A shorter STATE_TOKEN_SECRET is refused by `serve` and `migrate` (service/security.py), a shorter
+# EVENTS_WEBHOOK_SECRET by every command.
 MIN_SECRET_LENGTH = 32
 MIN_METRICS_TOKEN_LENGTH = 16
 LOG_FORMATS = ("text", "json")
+DEFAULT_EVENTS_RETENTION_DAYS = 400
 # Hosting platforms write postgres:// and postgresql://; we run on the asyncpg and aiosqlite drivers.
 _DRIVERS = {
     "postgres": "postgresql+asyncpg",
@@ -133,6 +135,11 @@ class Settings:
     # GET /metrics answers a scraper that sends it as a bearer token; unset, the route does not exist.
     metrics_token: Secret | None = None
     log_format: str = "text"  # or "json": one object a line (service/logs.py)
+
+    # The event log (DESIGN.md, "The event log"): how long events are kept, and the team's webhook.
+    events_retention_days: int = DEFAULT_EVENTS_RETENTION_DAYS
+    events_webhook_url: str | None = None
+    events_webhook_secret: Secret | None = None
     # Where this setting object came from, for messages that point at a file.
     env_file: Path | None = field(default=None, compare=False)
 
@@ -192,6 +199,15 @@ class Settings:
         log_format = (text("LOG_FORMAT") or "text").lower()
         if log_format not in LOG_FORMATS:
             raise SettingsError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}.")
+        webhook_url, webhook_secret = _events_webhook(text("EVENTS_WEBHOOK_URL"), text("EVENTS_WEBHOOK_SECRET"))
+        if webhook_url is not None and origin(webhook_url) in {origin(uri) for uri in redirect_uris if uri}:
+            raise SettingsError(
+                "EVENTS_WEBHOOK_URL points at this service itself (the host of its redirect URIs): give the "
+                "address of the team's own receiver."
+            )
+        retention_text = text("EVENTS_RETENTION_DAYS", str(DEFAULT_EVENTS_RETENTION_DAYS)) or ""
+        if not retention_text.isdigit() or int(retention_text) < 1:
+            raise SettingsError("EVENTS_RETENTION_DAYS must be a whole number of days, at least 1.")
 
         return cls(
             state_token_secret=Secret(secret),
@@ -216,6 +232,9 @@ class Settings:
             http_timeout_seconds=timeout,
             metrics_token=metrics_token,
             log_format=log_format,
+            events_retention_days=int(retention_text),
+            events_webhook_url=webhook_url,
+            events_webhook_secret=webhook_secret,
             env_file=env_path,
         )
 
@@ -248,6 +267,38 @@ class Settings:
     def served_over_https(self) -> bool:
         """Whether the service's public address is https, as its redirect URIs say."""
         return _https((self.shopify_redirect_uri, self.facebook_redirect_uri))
+
+
+def _events_webhook(url: str | None, secret: str | None) -> tuple[str | None, Secret | None]:
+    """The webhook's URL and secret, refused in one line each when they cannot be used."""
+    if url is None:
+        return None, Secret(secret) if secret else None
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 -- raises ValueError on a port that is not a number
+    except ValueError:
+        parts = parts._replace(netloc="")
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise SettingsError("EVENTS_WEBHOOK_URL must be an http:// or https:// URL with a host.")
+    if secret is None or len(secret) < MIN_SECRET_LENGTH:
+        raise SettingsError(
+            f"EVENTS_WEBHOOK_SECRET must be at least {MIN_SECRET_LENGTH} random characters when EVENTS_WEBHOOK_URL "
+            "is set: it signs every delivery (python -c 'import secrets; print(secrets.token_urlsafe(32))')."
+        )
+    return url, Secret(secret)
+
+
+def origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an http(s) URL, default ports filled in; None when it has no host."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if not parts.hostname or scheme not in ("http", "https"):
+        return None
+    return scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80)
 
 
 def _https(uris: tuple[str | None, ...]) -> bool:

@@ -34,6 +34,7 @@ from service.db import BUSY_TIMEOUT_MS, sqlite_file
 from service.errors import UndecryptableValue
 from service.jobs.base import JobError
 from service.jobs.progress import Progress, Silent
+from service.vault.event_log import keep_sequence, sqlite_sequence
 from service.vault.freshness import announce_replaced, change_version
 
 PAGES_PER_STEP = 256
@@ -230,19 +231,22 @@ def _check_revision(path: Path) -> None:
         )
 
 
-def _change_version(path: Path) -> int:
+def _counters(path: Path) -> tuple[int, int]:
+    """The live file's change-log version and event sequence, before a restore replaces it."""
     connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
     try:
-        return change_version(connection)
+        return change_version(connection), sqlite_sequence(connection)
     finally:
         connection.close()
 
 
-def _announce_restore(path: Path, before: int) -> None:
+def _announce_restore(path: Path, before: int, events_before: int) -> None:
     connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
     try:
         with contextlib.suppress(sqlite3.OperationalError):  # a schema without the change log
             announce_replaced(connection, before)
+        with contextlib.suppress(sqlite3.OperationalError):  # a schema without the event log
+            keep_sequence(connection, events_before)
     finally:
         connection.close()
 
@@ -279,9 +283,9 @@ async def restore(
 
     with contextlib.suppress(FileNotFoundError):
         os.chmod(live, 0o600)
-    before = await asyncio.to_thread(_change_version, live)
+    before, events_before = await asyncio.to_thread(_counters, live)
     await asyncio.to_thread(copy_in)
-    await asyncio.to_thread(_announce_restore, live, before)
+    await asyncio.to_thread(_announce_restore, live, before, events_before)
     report = RestoreReport(source, saved, rows)
     progress.finish(report.summary())
     return report

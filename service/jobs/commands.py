@@ -63,7 +63,7 @@ async def _rotate(args: argparse.Namespace) -> int:
     from service.jobs.rotate import rotate_keys
     from service.vault import TokenStore
 
-    async with TokenStore.open(_settings(args)) as store:
+    async with TokenStore.open(_settings(args), actor="cli") as store:
         report = await rotate_keys(
             store, batch_size=args.batch_size, dry_run=args.dry_run, progress=_progress("keys rotate")
         )
@@ -85,7 +85,7 @@ async def _import_env(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     env_file = Path(args.source_env_file) if args.source_env_file else settings.env_file
-    async with TokenStore.open(settings) as store:
+    async with TokenStore.open(settings, actor="cli") as store:
         await store.check_keys()  # our rows are compared, and new ones written, with this ring
         report = await import_env(
             store,
@@ -117,7 +117,7 @@ async def _import_db(args: argparse.Namespace) -> int:
     label = args.secret_env or "STATE_TOKEN_SECRET"
     secret = _secret_from(args.secret_env, settings) if args.secret_env else str(settings.state_token_secret)
     ring = source_ring([str(key) for key in settings.token_encryption_keys], str(settings.state_token_secret), secret)
-    async with TokenStore.open(settings) as store:
+    async with TokenStore.open(settings, actor="cli") as store:
         await store.check_keys()  # our rows are compared, and new ones written, with this ring
         report = await import_db(
             store,
@@ -143,15 +143,21 @@ async def _backup(args: argparse.Namespace) -> int:
 async def _restore(args: argparse.Namespace) -> int:
     from service.crypto import KeyRing
     from service.jobs.backup import restore
+    from service.vault import TokenStore
+    from service.vault.events import RESTORED, Event
 
     settings = _settings(args)
-    await restore(
+    report = await restore(
         settings.database_url,
         Path(args.path),
         ring=KeyRing.from_settings(settings),
         confirmed=args.yes,
         progress=_progress("restore"),
     )
+    # Into the restored database, right after (a file replaced whole has no transaction to share).
+    async with TokenStore.open(settings, actor="cli") as store:
+        detail = {"rows": report.rows, "from": report.restored_from.name, "saved_as": report.previous_saved_to.name}
+        await store.record([Event(RESTORED, detail=detail)])
     return EXIT_OK
 
 
@@ -162,7 +168,7 @@ async def _check(args: argparse.Namespace) -> int:
     from service.vault import TokenStore
 
     settings = _settings(args)
-    async with TokenStore.open(settings) as store:
+    async with TokenStore.open(settings, actor="cli") as store:
         if args.online:
             timeout = httpx.Timeout(settings.http_timeout_seconds)
             async with httpx.AsyncClient(timeout=timeout) as client:

@@ -170,6 +170,7 @@ async def import_db(
             seen += len(rows)
             progress.update(len(rows))
             await call_hook(after_batch, seen)
+        await report.record(store, "db")
         progress.finish(report.summary())
         return report
     finally:

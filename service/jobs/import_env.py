@@ -30,8 +30,9 @@ from typing import Any
 from service import keys, settings
 from service.jobs.base import DEFAULT_BATCH_SIZE, JobError, call_hook
 from service.jobs.progress import Progress, Silent
-from service.vault import TokenWrite
+from service.vault import TokenWrite, events
 from service.vault.bulk import IMPORTED, REPLACED, SKIPPED, UNCHANGED, Outcome
+from service.vault.events import Event
 
 BARE_USER_TOKEN_WARNING = (
     "FACEBOOK_USER_ACCESS_TOKEN is the seed's one global user token: imported as-is, but it is not tied "
@@ -65,6 +66,13 @@ class ImportReport:
 
     def count(self, status: str) -> int:
         return self.counts[status]
+
+    async def record(self, store: Any, source: str) -> None:
+        """The job's one summary event (`imported`), when it wrote anything (DESIGN.md, "The event log")."""
+        if self.dry_run or not (self.count(IMPORTED) or self.count(REPLACED)):
+            return
+        counts = {status: self.count(status) for status in (IMPORTED, REPLACED, UNCHANGED, SKIPPED)}
+        await store.record([Event(events.IMPORTED, detail={"source": source, **counts})])
 
     @property
     def total(self) -> int:
@@ -146,5 +154,6 @@ async def import_env(
         progress.update(len(batch))
         await call_hook(after_batch, done)
     report.outcomes.sort(key=lambda outcome: outcome.key)
+    await report.record(store, "env")
     progress.finish(report.summary())
     return report

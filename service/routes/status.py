@@ -1,7 +1,8 @@
 """The merchant's connections page (HTML, or JSON on request), logging out, and the health check.
 
 It shows names, not ids ("Acme Shoes (Page 101)", "connected by Ana Example"), the messages the last
-steps left (service/routes/forms.py), and what needs reconnecting. Never a token.
+steps left (service/routes/forms.py), what needs reconnecting, and the account's last ten events in
+words (service/events/words.py). Never a token.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from service import keys
+from service.events.words import described
 from service.models import utcnow
 from service.routes.common import PRIVATE_PAGE_HEADERS, services, session_account, templates, wants_json
 from service.routes.forms import checked_form, csrf_token, take_messages
@@ -112,7 +114,8 @@ async def status_page(request: Request) -> Response:
     app = services(request)
     account = session_account(request)
     records = await app.store.list_tokens(account_uuid=account) if account else []
-    view = {**describe_account(account, records), "messages": take_messages(request)}
+    activity = [described(event) for event in await app.store.event_log.recent(account)] if account else []
+    view = {**describe_account(account, records), "recent_activity": activity, "messages": take_messages(request)}
     if wants_json(request):
         # A script that wants to POST a form (disconnect, log out) takes the token from here.
         return JSONResponse({**view, "csrf_token": csrf_token(request)}, headers=PRIVATE_PAGE_HEADERS)

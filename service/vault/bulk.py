@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from service.crypto import KeyRing
 from service.errors import UndecryptableValue
 from service.models import utcnow
-from service.vault import sql
+from service.vault import events, sql
+from service.vault.events import Actor
 from service.vault.planner import ABSENT, Plan, Swap, plan_mark_expired, plan_swaps, plan_writes
 from service.vault.schema import TokenWrite, write_problem
 from service.vault.writes import ReadWrite
@@ -126,12 +127,34 @@ class Bulk:
         (swapped,) = await self._store.write(plan_swaps(swaps))
         return set(swapped)
 
-    async def mark_expired(self, rows: Sequence[StoredRow], when: datetime) -> int:
-        """Mark tokens found dead: expires_at = when, unless rewritten meanwhile or expiring sooner."""
+    async def mark_expired(
+        self,
+        rows: Sequence[StoredRow],
+        when: datetime,
+        *,
+        by: Actor | None = None,
+        reason: str | None = events.PROVIDER_REFUSED,
+    ) -> int:
+        """Mark tokens found dead: expires_at = when, unless rewritten meanwhile or expiring sooner; a
+        `marked_dead` event for each one marked, in the same transaction."""
         if not rows:
             return 0
-        (marked,) = await self._store.write(plan_mark_expired([(row.key, row.value) for row in rows], when))
-        return len(marked)
+        read = {row.key: row.value for row in rows}
+        recorder = self._store.recorder
+
+        def decide(found: list[list[Any]]) -> tuple[Plan, int]:
+            current = [events.StoredRow.of(row) for row in found[0]]
+            marked = [
+                row
+                for row in current
+                if read.get(row.key) == row.value and (row.expires_at is None or row.expires_at > when)
+            ]
+            plan = plan_mark_expired([(row.key, row.value) for row in marked], when)
+            recorded = events.about_rows(events.MARKED_DEAD, marked, self._ring, reason=reason)
+            return recorder.record(plan, recorded, by=by), len(marked)
+
+        unit = ReadWrite([(sql.EVENT_ROWS, {"keys": list(read)})], decide)
+        return (await self._store.read_write(unit)).result  # type: ignore[no-any-return]
 
     async def import_writes(self, writes: Sequence[TokenWrite], *, overwrite: bool, dry_run: bool) -> list[Outcome]:
         """Store each write unless a different value is already there (or `overwrite`), in one transaction;

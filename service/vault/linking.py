@@ -4,7 +4,8 @@ An account is entered only through the identity that created each of its links: 
 that shop's own OAuth, a Page's link (and a Facebook user token) through the Facebook user who granted
 it (`granted_by`). A callback never moves a link, never overwrites another user's Page token and never
 merges two accounts; what it may not do, it refuses and names. Each decision reads and writes in one
-writer transaction (service/vault/writes.py, ReadWrite).
+writer transaction (service/vault/writes.py, ReadWrite), with the events of what it stored
+(`connected`, or `reconnected` for a connection that had a token or a link already).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from service import keys
 from service.crypto import KeyRing
 from service.vault import sql
+from service.vault.events import CONNECTED, RECONNECTED, Event, Recorder
 from service.vault.planner import Plan, plan_writes
 from service.vault.schema import TokenWrite
 from service.vault.writes import ReadWrite
@@ -73,8 +75,14 @@ def _link(key: str, account: str, granted_by: str | None = None) -> TokenWrite:
     return TokenWrite(key, account, "uuid", {} if granted_by is None else {"granted_by": granted_by})
 
 
+def _connected(rows: dict[str, _Row], token: TokenWrite, link_key: str | None, account: str) -> Event:
+    again = token.key in rows or (link_key is not None and link_key in rows)
+    name = token.metadata.get("name")
+    return Event(RECONNECTED if again else CONNECTED, key=token.key, account=account, name=name, token=token.value)
+
+
 def connect_shop(
-    ring: KeyRing, now: datetime, *, shop_key: str, token: TokenWrite, session_account: str | None
+    recorder: Recorder, now: datetime, *, shop_key: str, token: TokenWrite, session_account: str | None
 ) -> ReadWrite:
     """Store a shop's token and link. A shop already linked keeps its account; a browser in another
     account is not joined to it (SHOP_ELSEWHERE, nothing written)."""
@@ -87,13 +95,15 @@ def connect_shop(
         if linked is not None and session is not None and session != linked:
             return Plan(), Joined(None, SHOP_ELSEWHERE)
         account = linked or session or str(uuid.uuid4())
-        return _plan(ring, now, account, [token], [_link(link_key, account)]), Joined(account)
+        plan = _plan(recorder.ring, now, account, [token], [_link(link_key, account)])
+        recorder.record(plan, [_connected(rows, token, link_key, account)], now=now)
+        return plan, Joined(account)
 
     return ReadWrite(_reads([link_key, token.key], session_account), decide, locks=[link_key])
 
 
 def connect_facebook(
-    ring: KeyRing,
+    recorder: Recorder,
     now: datetime,
     *,
     user_id: str,
@@ -140,12 +150,15 @@ def connect_facebook(
         )
         allowed = [(page_id, write) for page_id, write in pages if page_id not in refused]
         plan = _plan(
-            ring,
+            recorder.ring,
             now,
             account,
             [user_token, *(write for _, write in allowed)],
             [_link(links[page_id], account, granted_by=user_id) for page_id, _ in allowed],
         )
+        connected = [_connected(rows, user_token, None, account)]
+        connected += [_connected(rows, write, links[page_id], account) for page_id, write in allowed]
+        recorder.record(plan, connected, now=now)
         return plan, Joined(account, refused_pages=refused)
 
     wanted = [user_token.key, *links.values(), *tokens.values()]

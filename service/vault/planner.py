@@ -28,6 +28,7 @@ class Step:
     statement: str
     rows: Sequence[Mapping[str, Any]]
     returning: bool = False  # collect the first column of what each row returns
+    dialect: str | None = None  # run on this database only (sql.SQLITE, sql.POSTGRES); None: on both
 
 
 @dataclass
@@ -35,6 +36,9 @@ class Plan:
     steps: list[Step] = field(default_factory=list)
     touched: set[str] = field(default_factory=set)  # keys whose cached entry the plan may change
     entries: dict[str, Entry | None] = field(default_factory=dict)  # what the cache may hold once committed
+    # Steps run at the end of the transaction, after every unit of its batch: the event log's rows
+    # (service/vault/events.py), so that they are the last thing each transaction writes.
+    closing: list[Step] = field(default_factory=list)
 
     def changed(self, returned: Sequence[Sequence[Any]]) -> set[str]:
         """The keys whose cached entry this plan may have changed, once run: those it names, and those
@@ -132,6 +136,23 @@ def plan_writes(
             plan.entries[write.key] = _entry(write)
     flush()
     return plan
+
+
+def closing_plan(plans: Sequence[Plan]) -> Plan:
+    """The closing steps of a batch's plans, in order, consecutive steps of one statement merged into one."""
+    merged: list[Step] = []
+    for plan in plans:
+        for step in plan.closing:
+            last = merged[-1] if merged else None
+            if last is not None and (last.statement, last.returning, last.dialect) == (
+                step.statement,
+                step.returning,
+                step.dialect,
+            ):
+                merged[-1] = Step(step.statement, [*last.rows, *step.rows], step.returning, step.dialect)
+            else:
+                merged.append(step)
+    return Plan(merged)
 
 
 def plan_delete(keys_to_delete: Sequence[str]) -> Plan:

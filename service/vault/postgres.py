@@ -21,7 +21,7 @@ from service.vault import sql
 from service.vault.batching import Batcher
 from service.vault.cache import Ticket, TokenCache
 from service.vault.freshness import CHANNEL, Notifications
-from service.vault.planner import Plan
+from service.vault.planner import Plan, closing_plan
 from service.vault.writes import Decided, Job, ReadWrite, Write
 
 # As pg_stat_activity shows them.
@@ -139,6 +139,7 @@ class PostgresBackend:
         else:
             async with connection.transaction():
                 results = [await self._run_unit(connection, unit, plans) for unit in units]
+                await run_plan(connection, closing_plan([plan for plan, _ticket, _touched in plans]))
         # This writer's own notifications are not applied (freshness.Notifications): settle here.
         for plan, ticket, touched in plans:
             self._cache.settle(ticket, plan.entries, touched)
@@ -162,7 +163,7 @@ class PostgresBackend:
             )
         plan, result = unit.decide(found)
         returned = await run_plan(connection, plan)
-        plans.append((plan, None, plan.changed(returned)))
+        plans.append((plan, unit.ticket, plan.changed(returned)))
         return Decided(result, [key for keys in returned for key in keys])
 
     async def run_job(self, job: Job) -> Any:
@@ -178,13 +179,16 @@ class PostgresBackend:
 
 
 def _one_statement(plan: Plan) -> bool:
-    return len(plan.steps) == 1 and len(plan.steps[0].rows) == 1
+    return len(plan.steps) == 1 and len(plan.steps[0].rows) == 1 and not plan.closing
 
 
 async def run_plan(connection: asyncpg.Connection, plan: Plan) -> list[list[Any]]:
     """Each step in order; for a returning step, what its rows returned (first column)."""
     returned: list[list[Any]] = []
     for step in plan.steps:
+        if step.dialect not in (None, sql.POSTGRES):
+            returned.append([])
+            continue
         prepared = sql.for_dialect(step.statement, sql.POSTGRES)
         rows = [sql.bind(prepared, row, sql.POSTGRES) for row in step.rows]
         if step.returning:

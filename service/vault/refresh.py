@@ -25,6 +25,7 @@ from service.models import utcnow
 from service.providers import shopify
 from service.settings import Settings
 from service.vault.cache import REFRESH_MARGIN
+from service.vault.events import REFRESHED
 from service.vault.schema import TokenRecord, TokenWrite
 
 if TYPE_CHECKING:
@@ -156,7 +157,8 @@ class ShopifyTokens:
                         "refresh_lease_until": None,
                     },
                 )
-            ]
+            ],
+            event=REFRESHED,
         )
         metrics.refreshes.labels("refreshed").inc()
         event(logger, "refresh.done", shop=domain)

@@ -2,7 +2,8 @@
 
 `tokens` keeps the seed's shape and vocabulary (`key`, ciphertext `value`, `type`) with our columns
 beside it; `accounts` holds one row per account UUID; `token_changes` is the change log that SQLite's
-triggers write (revision 0006). The schema itself only ever comes from migrations/.
+triggers write (revision 0006); `connection_events` and `event_deliveries` are the event log and its
+webhook outbox (revision 0008, service/vault/events.py). The schema itself only ever comes from migrations/.
 """
 
 from __future__ import annotations
@@ -71,6 +72,58 @@ class TokenChange(Base):
         BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=False
     )
     key: Mapped[str] = mapped_column(Text)
+
+
+def _seq() -> Mapped[int]:
+    return mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True)
+
+
+class ConnectionEvent(Base):
+    """One change to a connection, or one operator job, in the order committed (append-only)."""
+
+    __tablename__ = "connection_events"
+    __table_args__ = (
+        Index("ix_connection_events_account_uuid", "account_uuid", "seq"),
+        Index("ix_connection_events_subject", "provider", "subject", "seq"),
+        {"sqlite_autoincrement": True},  # a seq is never handed out twice, even after deletes
+    )
+
+    seq: Mapped[int] = _seq()
+    id: Mapped[str] = mapped_column(String(36), unique=True)  # what receivers de-duplicate on
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str | None] = mapped_column(Text)  # the token row it is about, when one
+    account_uuid: Mapped[str | None] = mapped_column(String(36))
+    provider: Mapped[str | None] = mapped_column(String(16))
+    subject: Mapped[str | None] = mapped_column(Text)  # the shop domain, Page id or Facebook user id
+    name: Mapped[str | None] = mapped_column(Text)  # the subject's name when it happened
+    actor: Mapped[str] = mapped_column(String(16))  # web | bot | sweep | webhook | cli
+    instance: Mapped[str | None] = mapped_column(Text)  # host:pid of the process that wrote it
+    os_user: Mapped[str | None] = mapped_column(Text)  # the CLI's operator
+    reason: Mapped[str | None] = mapped_column(String(64))
+    health: Mapped[str | None] = mapped_column(String(32))
+    fingerprint: Mapped[str | None] = mapped_column(String(64))  # a keyed digest of the token, never the token
+    detail: Mapped[str | None] = mapped_column(Text)  # JSON: a job's counts
+
+
+class EventDelivery(Base):
+    """The webhook outbox: an event waiting to be sent to EVENTS_WEBHOOK_URL (service/events/webhook.py)."""
+
+    __tablename__ = "event_deliveries"
+    __table_args__ = (
+        Index("ix_event_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_event_deliveries_subject", "subject_key", "seq"),
+    )
+
+    seq: Mapped[int] = _seq()
+    event_id: Mapped[str] = mapped_column(ForeignKey("connection_events.id", ondelete="CASCADE"), unique=True)
+    subject_key: Mapped[str] = mapped_column(Text)  # deliveries of one subject go out in seq order
+    status: Mapped[str] = mapped_column(String(16))  # pending | failed (delivered rows are deleted)
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    deadline_at: Mapped[datetime] = mapped_column(UTCDateTime())  # given up after this
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_error: Mapped[str | None] = mapped_column(String(64))
 
 
 TOKEN_TYPES = ("token", "uuid")

@@ -143,6 +143,16 @@ CIPHERTEXTS = "SELECT key, value FROM tokens WHERE key IN :keys"
 CHANGE_VERSION = "SELECT coalesce(max(seq), 0) FROM token_changes"
 CHANGED_KEYS = "SELECT key FROM token_changes WHERE seq > :after AND seq <= :upto ORDER BY seq"
 
+# Rows as they were before a change deletes or marks them, for its events (vault/events.py, StoredRow).
+_EVENT_ROW = "SELECT key, type, value, account_uuid, name, updated_at, expires_at FROM tokens"
+EVENT_ROWS = f"{_EVENT_ROW} WHERE key IN :keys FOR UPDATE"
+# What FORGET_FACEBOOK_USER deletes, read first (the same condition).
+FACEBOOK_USER_ROWS = (
+    f"{_EVENT_ROW} WHERE key = :user_key OR (granted_by = :user AND type = 'token') "
+    "OR (:erase_links AND (granted_by = :user OR key IN "
+    "(SELECT 'PAGE_UUID_' || subject FROM tokens AS page WHERE page.granted_by = :user))) FOR UPDATE"
+)
+
 ADVISORY_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"
 
 # --- writes --------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from service.vault import sql
 from service.vault.batching import Batcher
 from service.vault.cache import Ticket, TokenCache
 from service.vault.freshness import DataVersion
-from service.vault.planner import Plan
+from service.vault.planner import Plan, closing_plan
 from service.vault.writes import Decided, Job, ReadWrite, Unit, Write
 
 # Versions before and after, keys the change log names, each unit's result, and the plans run with the
@@ -240,10 +240,11 @@ def _run_units(connection: Connection, cursor: sqlite3.Cursor, units: Sequence[U
             plan, result = unit.decide(found)
             returned = run_plan(cursor, plan)
             results.append(Decided(result, [key for keys in returned for key in keys]))
-            plans.append((plan, None, plan.changed(returned)))
+            plans.append((plan, unit.ticket, plan.changed(returned)))
         else:
             results.append(unit(connection))
             jobs = True
+    run_plan(cursor, closing_plan([plan for plan, _ticket, _touched in plans]))
     after = cursor.execute(sql.CHANGE_VERSION).fetchone()[0]
     changed = set()
     if jobs and after != before:  # a job's changes are known only to the change log
@@ -256,6 +257,9 @@ def run_plan(cursor: sqlite3.Cursor, plan: Plan) -> list[list[Any]]:
     """Each step in order; for a returning step, what its rows returned (first column)."""
     returned: list[list[Any]] = []
     for step in plan.steps:
+        if step.dialect not in (None, sql.SQLITE):
+            returned.append([])
+            continue
         prepared = sql.for_dialect(step.statement, sql.SQLITE)
         rows = [sql.bind(prepared, row, sql.SQLITE) for row in step.rows]
         if step.returning:

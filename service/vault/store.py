@@ -2,8 +2,9 @@
 
 The seed's four methods (`store_token`, `get_token`, `get_all_tokens_by_type`, `delete_token`) with
 their names and results, plus what the flows, jobs and the bot need: several writes in one
-transaction, records with their metadata, listings, accounts, expiring Shopify tokens, and the bot's
-connections and API clients (README, "From the bot").
+transaction, records with their metadata, listings, accounts, expiring Shopify tokens, the bot's
+connections and API clients (README, "From the bot"), and the event log every change writes to
+(`events()`, `event_log`: DESIGN.md, "The event log").
 """
 
 from __future__ import annotations
@@ -31,17 +32,19 @@ from service.models import utcnow
 from service.providers.auth import GraphAuth, ShopifyAuth
 from service.providers.shopify import normalize_shop, shop_key
 from service.settings import Settings, normalize_database_url
-from service.vault import connections, linking, sql
+from service.vault import connections, deletions, events, linking, sql
 from service.vault.batching import Batcher
 from service.vault.bulk import Bulk
 from service.vault.cache import MISSING, PAGE, REFRESH_MARGIN, SHOP, Entry, Ticket, TokenCache
 from service.vault.clients import Outbound
 from service.vault.connections import CachedShop, PageConnection, ShopConnection
+from service.vault.event_feed import Wakeups, follow
+from service.vault.event_log import EventLog, Filters, LoggedEvent
+from service.vault.events import Actor, Event, Recorder
 from service.vault.linking import Joined
 from service.vault.planner import (
     Plan,
     Step,
-    plan_delete,
     plan_end_lease,
     plan_metadata,
     plan_take_lease,
@@ -90,6 +93,7 @@ class TokenStore:
         cache: TokenCache,
         settings: Settings,
         outbound: Outbound,
+        actor: str = events.BOT,
     ) -> None:
         self._backend = backend
         self._ring = keyring
@@ -106,6 +110,9 @@ class TokenStore:
         self.bulk = Bulk(self, backend, keyring)  # what operator jobs do to the whole table
         backend.writes.observer = metrics.observe_write_batch
         self._loads.observer = metrics.observe_read
+        # Every change records its events with it (vault/events.py); `actor` is who this process is.
+        self.recorder = Recorder(keyring, Actor.of(actor))
+        self.event_log = EventLog(self, backend)
 
     # --- opening ---------------------------------------------------------------------------------
 
@@ -119,6 +126,7 @@ class TokenStore:
         cache_size: int | None = None,
         http_client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        actor: str = events.BOT,
     ) -> AsyncIterator[TokenStore]:
         """A store on a database URL (any form DATABASE_URL takes; keys and provider settings from the
         environment and .env) or on a Settings object, in any process. A SQLite file that does not exist is
@@ -126,7 +134,8 @@ class TokenStore:
 
         http_client: the client Shopify refreshes go through (default: one built from the settings on
         first use, closed with the store). transport: what the store's own clients (refreshes, and
-        shopify_client/graph_client) send through (default: httpx's, pooled)."""
+        shopify_client/graph_client) send through (default: httpx's, pooled). actor: who this process's
+        changes are by in the event log (web, bot, sweep, webhook, cli; default bot)."""
         if isinstance(target, str):
             target = Settings.from_environ().with_database(normalize_database_url(target))
         settings = target
@@ -149,7 +158,15 @@ class TokenStore:
                     backend: Backend = SQLiteBackend(path, keyring, cache)
                 else:
                     backend = PostgresBackend(settings.database_url, cache, engine)
-                store = cls(backend, engine=engine, keyring=keyring, cache=cache, settings=settings, outbound=outbound)
+                store = cls(
+                    backend,
+                    engine=engine,
+                    keyring=keyring,
+                    cache=cache,
+                    settings=settings,
+                    outbound=outbound,
+                    actor=actor,
+                )
                 if isinstance(backend, PostgresBackend):
                     await backend.start()  # listening before the first read, so the cache serves at once
             except Exception as error:  # the database down at open: said with its host and port
@@ -207,19 +224,30 @@ class TokenStore:
                 return
             after = rows[-1][0]
 
-    async def store_tokens(self, writes: Sequence[TokenWrite]) -> None:
-        """Write several rows in one transaction: all of them land, or none."""
+    async def store_tokens(
+        self, writes: Sequence[TokenWrite], *, event: str | None = events.TOKEN_SET, by: Actor | None = None
+    ) -> None:
+        """Write several rows in one transaction: all of them land, or none, each with its `event`."""
         for write in writes:
             validate_write(write)
         if writes:
-            await self.write(plan_writes(writes, ring=self._ring, now=utcnow()))
+            recorded = [] if event is None else [_written(event, write) for write in writes]
+            await self.write(plan_writes(writes, ring=self._ring, now=utcnow()), events=recorded, by=by)
 
-    async def delete_tokens(self, keys_to_delete: Iterable[str]) -> int:
+    async def delete_tokens(
+        self,
+        keys_to_delete: Iterable[str],
+        *,
+        event: str = events.TOKEN_DELETED,
+        by: Actor | None = None,
+        reason: str | None = None,
+    ) -> int:
+        """Delete rows; one `event` per connection that had any. Returns the rows deleted."""
         wanted = [validate_key(key) for key in keys_to_delete]
         if not wanted:
             return 0
-        (deleted,) = await self.write(plan_delete(wanted))
-        return len(deleted)
+        unit = deletions.delete_keys(self.recorder, wanted, kind=event, by=by, reason=reason)
+        return (await self.read_write(unit)).result  # type: ignore[no-any-return]
 
     async def get_record(self, key: str) -> TokenRecord | None:
         validate_key(key)
@@ -284,7 +312,7 @@ class TokenStore:
         """Store a connected shop's token under the account its identity allows (vault/linking.py)."""
         validate_write(token)
         unit = linking.connect_shop(
-            self._ring, utcnow(), shop_key=shop_key, token=token, session_account=session_account
+            self.recorder, utcnow(), shop_key=shop_key, token=token, session_account=session_account
         )
         return (await self.read_write(unit)).result  # type: ignore[no-any-return]
 
@@ -300,27 +328,48 @@ class TokenStore:
         for write in (user_token, *(write for _, write in pages)):
             validate_write(write)
         unit = linking.connect_facebook(
-            self._ring, utcnow(), user_id=user_id, user_token=user_token, pages=pages, session_account=session_account
+            self.recorder,
+            utcnow(),
+            user_id=user_id,
+            user_token=user_token,
+            pages=pages,
+            session_account=session_account,
         )
         return (await self.read_write(unit)).result  # type: ignore[no-any-return]
 
-    async def forget_shop(self, shop_key: str, *, with_link: bool, not_after: datetime | None = None) -> int:
-        """Delete a shop's token (and, with_link, its account link); an uninstall older than the stored
-        token (`not_after` before its last write) deletes nothing. Returns the rows deleted."""
-        steps = [Step(sql.FORGET_SHOP_TOKEN, [{"key": keys.shopify_token_key(shop_key), "not_after": not_after}], True)]
-        touched = {keys.shopify_token_key(shop_key)}
-        if with_link:
-            steps.append(Step(sql.DELETE_KEYS, [{"keys": [keys.shopify_uuid_key(shop_key)]}], True))
-            touched.add(keys.shopify_uuid_key(shop_key))
-        deleted = await self.write(Plan(steps, touched))
-        return sum(len(keys_deleted) for keys_deleted in deleted)
+    async def forget_shop(
+        self,
+        shop_key: str,
+        *,
+        with_link: bool,
+        event: str,
+        not_after: datetime | None = None,
+        by: Actor | None = None,
+        erase_history: bool = False,
+        reason: str | None = None,
+    ) -> int:
+        """Delete a shop's token (and, with_link, its account link) with its `event`; an uninstall older
+        than the stored token (`not_after` before its last write) deletes nothing. erase_history: the
+        shop's earlier events go too (shop/redact). Returns the rows deleted."""
+        unit = deletions.forget_shop(
+            self.recorder,
+            shop_key,
+            with_link=with_link,
+            not_after=not_after,
+            kind=event,
+            by=by,
+            erase_history=erase_history,
+            reason=reason,
+        )
+        return (await self.read_write(unit)).result  # type: ignore[no-any-return]
 
-    async def forget_facebook_user(self, user_id: str, *, erase_links: bool) -> int:
-        """Delete a Facebook user's token and the Page tokens their grant gave (erase_links: the Pages'
-        links too). Returns the rows deleted."""
-        params = {"user_key": keys.facebook_user_token_key(user_id), "user": user_id, "erase_links": erase_links}
-        (deleted,) = await self.write(Plan([Step(sql.FORGET_FACEBOOK_USER, [params], returning=True)]))
-        return len(deleted)
+    async def forget_facebook_user(
+        self, user_id: str, *, erase_links: bool, event: str, by: Actor | None = None
+    ) -> int:
+        """Delete a Facebook user's token and the Page tokens their grant gave, with `event` for each
+        (erase_links: the Pages' links too, and every earlier event of them). Returns the rows deleted."""
+        unit = deletions.forget_facebook_user(self.recorder, user_id, erase_links=erase_links, kind=event, by=by)
+        return (await self.read_write(unit)).result  # type: ignore[no-any-return]
 
     async def check_keys(self) -> None:
         """Open the most recently written value with the key ring; when no key in it does, raise one line
@@ -353,7 +402,14 @@ class TokenStore:
                 return entry.value
         return await self.shopify_tokens.get(shop, refused=refused)
 
-    async def mark_token_dead(self, key: str, value: str | None = None) -> bool:
+    async def mark_token_dead(
+        self,
+        key: str,
+        value: str | None = None,
+        *,
+        by: Actor | None = None,
+        reason: str | None = events.PROVIDER_REFUSED,
+    ) -> bool:
         """Mark a token the provider refused as expired now, as `tokens check --online` marks it: unless
         it was rewritten meanwhile (value: the token that was refused, if known) or expires sooner."""
         validate_key(key)
@@ -361,7 +417,7 @@ class TokenStore:
             rows = await self.bulk.rows([key])
             if not rows or (value is not None and self.bulk.decrypt(rows[0]) != value):
                 return False
-            return await self.bulk.mark_expired(rows, utcnow()) == 1
+            return await self.bulk.mark_expired(rows, utcnow(), by=by, reason=reason) == 1
 
     # --- the bot's side --------------------------------------------------------------------------
 
@@ -454,14 +510,19 @@ class TokenStore:
 
     # --- writes for the rest of the service ------------------------------------------------------
 
-    async def write(self, plan: Plan) -> list[list[Any]]:
-        """Run a plan in the writer's next transaction; what its returning steps returned, once committed."""
+    async def write(self, plan: Plan, *, events: Sequence[Event] = (), by: Actor | None = None) -> list[list[Any]]:
+        """Run a plan in the writer's next transaction, with the events it makes (recorded in the same
+        transaction); what its returning steps returned, once committed."""
+        if events:
+            self.recorder.record(plan, events, by=by)
         ticket = self._cache.reserve(plan.entries)
         with DATABASE_ERRORS:
             return await self._backend.writes.submit(Write(plan, ticket))  # type: ignore[arg-type]
 
     async def read_write(self, unit: ReadWrite) -> Decided:
         """Read, decide and write in one transaction of the writer (see ReadWrite)."""
+        if unit.entries:
+            unit = dataclasses.replace(unit, ticket=self._cache.reserve(unit.entries))
         with DATABASE_ERRORS:
             return await self._backend.writes.submit(unit)  # type: ignore[arg-type]
 
@@ -479,6 +540,32 @@ class TokenStore:
     async def _scan(self, statement: str, params: dict[str, Any]) -> list[Any]:
         with DATABASE_ERRORS:
             return await self._backend.scan(statement, params)
+
+    # --- the event log ---------------------------------------------------------------------------
+
+    async def record(self, recorded: Sequence[Event], *, by: Actor | None = None) -> None:
+        """Events with no change to tokens in their transaction: an operator job's summary."""
+        await self.write(Plan(), events=recorded, by=by)
+
+    async def events(
+        self,
+        since: datetime | int | None = None,
+        *,
+        account: str | None = None,
+        provider: str | None = None,
+        subject: str | None = None,
+        kind: str | None = None,
+    ) -> AsyncIterator[LoggedEvent]:
+        """Events as they are committed, by any process, in order, forever: `async for event in
+        store.events(): ...`. since: None, only what comes from now on; a datetime, from then; an int,
+        after that event's `seq` (to resume where a listener stopped)."""
+        filters = Filters(account, provider, subject, kind, since if isinstance(since, datetime) else None)
+        async with Wakeups(self.settings.database_url) as wakeups:  # listening before the first read
+            after = since if isinstance(since, int) else 0
+            if since is None:
+                after = await self.event_log.newest_seq()
+            async for event in follow(self.event_log, wakeups, filters, after=after):
+                yield event
 
     # --- reading through the cache ---------------------------------------------------------------
 
@@ -627,6 +714,15 @@ class TokenStore:
             "write_batches": self._backend.writes.batches,
             "cached": len(self._cache),
         }
+
+
+def _written(kind: str, write: TokenWrite) -> Event:
+    """The event of a token write: its account (a UUID entry's is its value) and name where it names them."""
+    account = write.metadata.get("account_uuid")
+    if account is None and write.type == "uuid":
+        account = keys.as_uuid(write.value)
+    token = write.value if write.type == "token" else None
+    return Event(kind, key=write.key, account=account, name=write.metadata.get("name"), token=token)
 
 
 def _page_id(page_id: str) -> str:

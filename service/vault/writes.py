@@ -37,6 +37,9 @@ class ReadWrite:
     reads: Sequence[Read]
     decide: Callable[[list[list[Any]]], tuple[Plan, Any]]
     locks: Sequence[str] = field(default_factory=tuple)
+    # Cache entries the plan fills when they are known before the read (a deletion: every key absent).
+    entries: Mapping[str, None] = field(default_factory=dict)
+    ticket: Ticket | None = None  # reserved for `entries` by the store before the unit is queued
 
 
 @dataclass(frozen=True)

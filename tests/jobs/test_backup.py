@@ -162,3 +162,24 @@ async def test_backup_and_restore_leave_no_wal_shm_or_partial_files_beside_their
     assert len(saved) == 1 and saved[0].startswith(f"{live.name}.before-restore-"), saved
     async with TokenStore.open(migrated) as store:
         assert await store.get_token("FACEBOOK_ACCESS_TOKEN_1") == "EAA-before-backup"
+
+
+async def test_a_restore_is_an_event_in_the_restored_database_and_event_numbers_never_go_back(
+    migrated: Settings, tmp_path: Path
+) -> None:
+    async with TokenStore.open(migrated) as store:
+        await store.store_token("SHOPIFY_ACCESS_TOKEN_acme", "shpat-old")
+    saved = tmp_path / "saved.db"
+    assert salesbot("backup", str(saved), cwd=tmp_path, environ=cli_environ(migrated)).returncode == 0
+    async with TokenStore.open(migrated) as store:
+        await store.store_token("SHOPIFY_ACCESS_TOKEN_acme", "shpat-new")
+        await store.delete_token("SHOPIFY_ACCESS_TOKEN_acme")
+        newest_before = await store.event_log.newest_seq()  # three events; the backup holds one
+    restored = salesbot("restore", str(saved), "--yes", cwd=tmp_path, environ=cli_environ(migrated))
+    assert restored.returncode == 0, restored.stderr
+    async with TokenStore.open(migrated) as store:
+        logged = await store.event_log.list()
+    assert [event.kind for event in logged] == ["token_set", "restored"]
+    restored_event = logged[-1]
+    assert restored_event.seq > newest_before  # a follower that saw seq 3 still hears of the restore
+    assert (restored_event.actor, restored_event.detail["from"]) == ("cli", "saved.db")  # type: ignore[index]

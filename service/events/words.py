@@ -1,0 +1,79 @@
+"""An event in words, for the merchant's "Recent activity" ("Acme Outlet disconnected by you, 7 Dec 14:02
+UTC"; "Acme Outlet: Shopify token renewed automatically, ...").
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from service import events, keys
+
+if TYPE_CHECKING:
+    from service.vault.event_log import LoggedEvent
+
+PROVIDERS = {keys.SHOPIFY: "Shopify", keys.FACEBOOK: "Facebook"}
+BY = {
+    events.WEB: "by you",
+    events.BOT: "by the bot",
+    events.SWEEP: "by the connection check",
+    events.CLI: "by the operator",
+}
+
+
+def label(event: LoggedEvent) -> str:
+    """What the merchant calls the connection: its name, else its shop domain, Page or Facebook login."""
+    is_login = (event.key or "").startswith(keys.FACEBOOK_USER_TOKEN_PREFIX)
+    if is_login:
+        return f"Your Facebook login ({event.name})" if event.name else "Your Facebook login"
+    if event.name:
+        return event.name
+    if event.provider == keys.FACEBOOK and event.subject:
+        return f"Page {event.subject}"
+    return event.subject or "Your connections"
+
+
+def _by(event: LoggedEvent) -> str:
+    if event.actor == events.WEBHOOK:
+        return f"by {PROVIDERS.get(event.provider or '', 'the provider')}"
+    return BY.get(event.actor, "")
+
+
+def sentence(event: LoggedEvent) -> str:
+    what, provider = label(event), PROVIDERS.get(event.provider or "", "The provider")
+    phrases = {
+        events.CONNECTED: f"{what} connected {_by(event)}",
+        events.RECONNECTED: f"{what} connected again {_by(event)}",
+        events.REFRESHED: f"{what}: {provider} token renewed automatically",
+        events.MARKED_DEAD: f"{what}: {provider} no longer accepts its token (found {_by(event)})",
+        events.DISCONNECTED: f"{what} disconnected {_by(event)}",
+        events.UNINSTALLED: f"{what}: the app was uninstalled in Shopify",
+        events.REDACTED: f"{what}: Shopify asked us to erase the store's data, and it was erased",
+        events.DEAUTHORIZED: f"{what}: the app was removed on Facebook",
+        events.DATA_DELETED: f"{what}: Facebook asked us to delete the data, and it was deleted",
+        events.TOKEN_SET: f"{what}: token set {_by(event)}",
+        events.TOKEN_DELETED: f"{what}: token deleted {_by(event)}",
+        events.IMPORTED: f"Tokens imported {_by(event)}",
+        events.RESTORED: f"Connections restored from a backup {_by(event)}",
+        events.KEYS_ROTATED: f"Encryption keys rotated {_by(event)}",
+    }
+    return phrases.get(event.kind, f"{what}: {event.kind.replace('_', ' ')}").rstrip()
+
+
+def in_words(event: LoggedEvent) -> str:
+    at = event.at
+    return f"{sentence(event)}, {at.day} {at:%b %H:%M} UTC"
+
+
+def described(event: LoggedEvent) -> dict[str, Any]:
+    """The status page's entry (HTML and JSON): the words, and what a script needs beside them."""
+    return {
+        "id": event.id,
+        "kind": event.kind,
+        "when": event.as_dict()["when"],
+        "words": in_words(event),
+        "provider": event.provider,
+        "subject": event.subject,
+        "name": event.name,
+        "by": event.actor,
+        "reason": event.reason,
+    }
