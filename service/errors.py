@@ -255,3 +255,11 @@ class RateLimited(ProviderError):
 class NotFound(ServiceError):
     status_code = 404
     code = "not_found"
+
+
+class ForeignHost(ServiceError):
+    """A bot's client was asked to send to a host other than its provider's (an absolute URL, or a redirect to
+    another origin): refused before anything was sent, so a token never reaches another host."""
+
+    status_code = 400
+    code = "foreign_host"

@@ -401,7 +401,8 @@ class TokenStore:
             return found
 
         auth = ShopifyAuth(domain, token)
-        async with self._outbound.client(base_url=self._outbound.shopify_base_url(domain), auth=auth) as client:
+        base, within = self._outbound.shopify_base_url(domain), self._outbound.shopify_admin(domain)
+        async with self._outbound.client(base_url=base, auth=auth, within=within, provider="Shopify") as client:
             yield client
 
     @contextlib.asynccontextmanager
@@ -429,7 +430,8 @@ class TokenStore:
             await self.mark_token_dead(key, refused)
 
         auth = GraphAuth(page_id, token, str(self.settings.facebook_app_secret), dead)
-        async with self._outbound.client(base_url=self._outbound.graph_base_url(), auth=auth) as client:
+        base, within = self._outbound.graph_base_url(), self.settings.facebook_graph_base_url
+        async with self._outbound.client(base_url=base, auth=auth, within=within, provider="Graph") as client:
             yield client
 
     async def take_refresh_lease(self, key: str, *, now: datetime, until: datetime) -> bool:
