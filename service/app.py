@@ -35,6 +35,7 @@ from service.canonical_host import CanonicalHost
 from service.crypto import KeyRing
 from service.db import is_unavailable
 from service.errors import DatabaseUnavailable, ServiceError
+from service.printable import escape_logs
 from service.routes import disconnect, facebook, pages, shopify, status
 from service.routes.common import Services, error_response
 from service.security import redact_http_logs
@@ -129,6 +130,7 @@ def create_app(
 ) -> Starlette:
     KeyRing.from_settings(settings)  # a bad key fails here, before anything listens
     redact_http_logs()  # httpx logs full URLs at INFO, and Graph URLs carry secrets and codes
+    escape_logs()  # the access log below writes the decoded path: "%0a" must not start a forged line
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
