@@ -230,6 +230,13 @@ class ProviderUnavailable(ServiceError):
     code = "provider_unavailable"
 
 
+class InvalidProviderId(ProviderError):
+    """A provider's answer carries an identifier that cannot be one (a Page id that is not a number, a
+    Shopify scope outside its grammar): the answer is refused whole, nothing of it stored."""
+
+    code = "invalid_provider_id"
+
+
 class TokenRevoked(ProviderError):
     """The provider says the token no longer works (Graph error 190, Shopify 401)."""
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from starlette.datastructures import FormData
@@ -29,7 +30,13 @@ def _when(iso: str | None, absent: str) -> str:
     return absent if iso is None else iso[:16].replace("T", " ") + " UTC"
 
 
+def segment(value: object) -> str:
+    """A value as one URL path segment: "/", "." and "%" encoded, so an id can never climb to another route."""
+    return quote(str(value), safe="")
+
+
 templates.env.filters["when"] = _when
+templates.env.filters["segment"] = segment
 
 TITLES = {
     "access_denied": "Nothing was connected",
