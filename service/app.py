@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -23,7 +21,6 @@ import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount
@@ -39,12 +36,12 @@ from service.printable import escape_logs
 from service.routes import disconnect, facebook, pages, shopify, status
 from service.routes.common import Services, error_response
 from service.security import redact_http_logs
+from service.sessions import ServerSessions
 from service.settings import Settings
 from service.vault import TokenStore
 
 logger = logging.getLogger("salesbot")
 STATIC = Path(__file__).resolve().parent / "static"  # the stylesheet: served by the app, no external assets
-SESSION_MAX_AGE = 14 * 24 * 3600
 SESSION_COOKIE = "salesbot_session"
 # httpcore polls every pooled connection's socket each time a request starts or ends, so each idle
 # connection kept costs every request CPU (a sixth of the service's time at 32 connecting clients;
@@ -57,11 +54,6 @@ HTTP_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=4)
 def session_cookie_name(settings: Settings) -> str:
     secure_host = settings.session_cookie_secure and settings.served_over_https
     return f"__Host-{SESSION_COOKIE}" if secure_host else SESSION_COOKIE
-
-
-def session_secret(settings: Settings) -> str:
-    # A key of its own for cookies, derived so that one secret in .env still covers everything.
-    return hmac.new(str(settings.state_token_secret).encode(), b"salesbot session cookie", hashlib.sha256).hexdigest()
 
 
 class ContainErrors:
@@ -165,13 +157,10 @@ def create_app(
             Middleware(ContainErrors),
             Middleware(CanonicalHost, settings=settings),
             Middleware(
-                SessionMiddleware,
-                secret_key=session_secret(settings),
+                ServerSessions,
                 # __Host-: only a Secure cookie for this exact host and path "/" may carry the name,
                 # so a sibling domain or a plain-http response cannot plant a session of its own.
-                session_cookie=session_cookie_name(settings),
-                max_age=SESSION_MAX_AGE,
-                same_site="lax",
+                cookie_name=session_cookie_name(settings),
                 https_only=settings.session_cookie_secure,
             ),
         ],

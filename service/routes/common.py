@@ -120,7 +120,7 @@ def wants_page(request: Request) -> bool:
 
 
 def browser_nonce(request: Request, *, create: bool) -> str | None:
-    """The random value that identifies this browser in its signed session cookie."""
+    """The random value that identifies this browser in its session (service/sessions.py)."""
     nonce = request.session.get("browser")
     if nonce is None and create:
         nonce = request.session["browser"] = secrets.token_urlsafe(24)

@@ -31,6 +31,7 @@ from service.routes.forms import WARNING, back_to_status, checked_form, csrf_tok
 from service.vault import TokenWrite
 
 GRANT = "facebook_grant"  # the session's key for the id of its pending grant
+NAMED_PAGES = 5  # a message names this many Pages, then counts the rest
 NO_MESSAGING = (
     "Your role on this Page does not include messaging (the MESSAGING task), so the bot could not answer for "
     "it. A Page admin can give you that task; then connect Facebook again."
@@ -107,8 +108,9 @@ def _connected(pages: list[facebook.Page], grant: PendingGrant) -> str:
     if not pages:
         who = f" as {grant.user_name}" if grant.user_name else ""
         return f"Connected Facebook{who}, but no Page: the bot has no Page to answer for yet."
-    names = ", ".join(page.name or f"Page {page.id}" for page in pages)
-    return f"Connected {names}" if len(pages) == 1 else f"Connected {len(pages)} Pages: {names}"
+    names = ", ".join(page.name or f"Page {page.id}" for page in pages[:NAMED_PAGES])
+    more = f" and {len(pages) - NAMED_PAGES} more" if len(pages) > NAMED_PAGES else ""
+    return f"Connected {names}" if len(pages) == 1 else f"Connected {len(pages)} Pages: {names}{more}"
 
 
 def _pages_elsewhere(refused_pages: list[facebook.Page], offered: list[facebook.Page]) -> PageOwnedElsewhere:
