@@ -32,6 +32,7 @@ from service.canonical_host import CanonicalHost
 from service.crypto import KeyRing
 from service.db import is_unavailable
 from service.errors import DatabaseUnavailable, ServiceError
+from service.headers import SecurityHeaders
 from service.printable import escape_logs
 from service.routes import disconnect, facebook, pages, shopify, status
 from service.routes.common import Services, error_response
@@ -154,6 +155,7 @@ def create_app(
             *extra_routes,
         ],
         middleware=[
+            Middleware(SecurityHeaders, settings=settings),  # outermost: on every response, errors included
             Middleware(ContainErrors),
             Middleware(CanonicalHost, settings=settings),
             Middleware(

@@ -2,7 +2,9 @@
 
 A throwaway secret and key, a fresh SQLite file in a temporary directory, and the sandbox mounted
 at /sandbox, so a newcomer can click through both flows with no accounts anywhere. The webhook
-buttons on the status page make the sandbox send what Shopify and Facebook would send. The example
+buttons on the status page make the sandbox send what Shopify and Facebook would send, for this
+browser's own connections only (anything else is 404). SALESBOT_DEMO_PAGES (a JSON list of [id, name])
+replaces the stand-in's three Pages. The example
 bot (scripts/bot_example.py) runs at /bot with a store of its own, as a bot process would, and a
 button writes to a Page as a shopper; /sandbox/messenger shows the conversation.
 """
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
+import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -22,20 +26,32 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 
-from service import migrate
+from service import disconnect, keys, migrate
 from service.app import create_app
 from service.crypto import KeyRing, generate_key
-from service.errors import InvalidShop
+from service.errors import NotFound, SettingsError
+from service.providers.http import numeric_id
 from service.providers.shopify import normalize_shop
-from service.routes.common import services
+from service.routes.common import services, session_account
 from service.routes.forms import checked_form
-from service.sandbox import Sandbox, SandboxConfig
+from service.sandbox import DEFAULT_PAGES, Sandbox, SandboxConfig
 from service.settings import Settings, sqlite_url
 
 DEMO_SHOPIFY_KEY = "demo-shopify-api-key"
 DEMO_FACEBOOK_APP_ID = "1000000000000001"
 DEMO_SHOPPER = "7001"  # the page-scoped id the demo's shopper writes from
 BOT_EXAMPLE = Path(__file__).resolve().parent.parent / "scripts" / "bot_example.py"
+
+
+def demo_pages(environ: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """The stand-in's Pages: SALESBOT_DEMO_PAGES, a JSON list of [id, name] pairs, or its own three."""
+    raw = (os.environ if environ is None else environ).get("SALESBOT_DEMO_PAGES")
+    if not raw:
+        return list(DEFAULT_PAGES)
+    try:
+        return [(str(page_id), str(name)) for page_id, name in json.loads(raw)]
+    except (ValueError, TypeError):
+        raise SettingsError('SALESBOT_DEMO_PAGES must be a JSON list of [id, name] pairs: [["101", "Acme"]].') from None
 
 
 def demo_settings(base_url: str, data_dir: Path) -> Settings:
@@ -58,13 +74,19 @@ def demo_settings(base_url: str, data_dir: Path) -> Settings:
     )
 
 
+def _account(request: Request) -> str:
+    # The buttons act on this browser's own connections only: a store, a Facebook login, a Page of its account.
+    account = session_account(request)
+    if account is None:
+        raise NotFound("This browser has no account, so there is nothing to send a webhook for.")
+    return account
+
+
 async def _uninstall(request: Request) -> Response:
     app = services(request)
     form = await checked_form(request)
-    try:
-        shop = normalize_shop(str(form.get("shop", "")))
-    except InvalidShop:
-        return RedirectResponse("/", status_code=303)
+    shop = normalize_shop(str(form.get("shop", "")))
+    await disconnect.shop_to_disconnect(app.store, domain=shop, account=_account(request))  # or NotFound
     body, headers = app.demo.shopify_webhook(shop=shop, topic="app/uninstalled")
     await app.demo.deliver("/shopify/webhooks", body, headers, client=app.http)
     return RedirectResponse("/", status_code=303)
@@ -73,7 +95,11 @@ async def _uninstall(request: Request) -> Response:
 async def _deauthorize(request: Request) -> Response:
     app = services(request)
     await checked_form(request)
-    signed = app.demo.facebook_signed_request({"user_id": app.demo.config.facebook_user_id})
+    user = app.demo.config.facebook_user_id
+    records = await app.store.list_tokens(account_uuid=_account(request))
+    if not any(record.granted_by == user or record.key == keys.facebook_user_token_key(user) for record in records):
+        raise NotFound("The demo's Facebook user connected nothing in this account.")
+    signed = app.demo.facebook_signed_request({"user_id": user})
     await app.http.post(f"{app.demo.config.service_base_url}/facebook/deauthorize", data={"signed_request": signed})
     return RedirectResponse("/", status_code=303)
 
@@ -82,7 +108,10 @@ async def _message(request: Request) -> Response:
     app = services(request)
     form = await checked_form(request)
     page_id, text = str(form.get("page_id", "")), str(form.get("text", "")).strip()
-    if page_id.isdigit() and text:
+    if not numeric_id(page_id):
+        raise NotFound("This account has no Page like that.")
+    await disconnect.page_to_disconnect(app.store, page_id=page_id, account=_account(request))  # or NotFound
+    if text:
         await app.demo.send_messenger_message(
             "/bot/webhook", page_id=page_id, psid=DEMO_SHOPPER, text=text[:500], client=app.http
         )
@@ -122,6 +151,7 @@ def create_demo_app(host: str, port: int, data_dir: Path) -> tuple[Starlette, Se
             facebook_app_id=DEMO_FACEBOOK_APP_ID,
             facebook_app_secret=str(settings.facebook_app_secret),
             service_base_url=base_url,
+            pages=demo_pages(),
         )
     )
     bot = _bot_example().create_bot(settings, verify_token=secrets.token_urlsafe(16))

@@ -25,6 +25,7 @@ from tests.web import (
     form_of,
     running_app,
     status_json,
+    to_the_choice,
 )
 
 COOKIE = "salesbot_session"
@@ -54,13 +55,6 @@ def with_cookie(web: Web, value: str) -> httpx.AsyncClient:
 async def count(web: Web, table: str) -> int:
     async with web.store.engine.connect() as connection:
         return (await connection.execute(text(f"SELECT COUNT(*) FROM {table}"))).scalar_one()
-
-
-async def to_the_choice(browser: httpx.AsyncClient) -> httpx.Response:
-    consent = await browser.get("/facebook/login")
-    form = await click(browser, consent, "allow")
-    assert form.status_code == 200 and form.url.path == "/facebook/pages", form.text
-    return form
 
 
 async def test_every_set_cookie_stays_under_the_browsers_limit(migrated: Settings) -> None:

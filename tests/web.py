@@ -139,6 +139,14 @@ async def connect_facebook(
     return response
 
 
+async def to_the_choice(browser: httpx.AsyncClient) -> httpx.Response:
+    """Log in on the stand-in and stop at the app's question: which Pages?"""
+    consent = await browser.get("/facebook/login")
+    form = await click(browser, consent, "allow")
+    assert form.status_code == 200 and form.url.path == "/facebook/pages", form.text
+    return form
+
+
 def checkboxes(page: httpx.Response) -> dict[str, tuple[bool, bool]]:
     """The choice form's Pages: id -> (ticked, disabled)."""
     boxes = {}

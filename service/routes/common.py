@@ -55,11 +55,12 @@ TITLES = {
     "csrf_failed": "This form could not be accepted",
     "invalid_choice": "That choice is not on the form",
     "not_found": "Nothing here",
+    "invalid_provider_id": "The provider gave an unexpected answer",
 }
 
 
-# Pages that show an account or an error: never cached, never framed by another site.
-PRIVATE_PAGE_HEADERS = {"Cache-Control": "no-store", "Content-Security-Policy": "frame-ancestors 'none'"}
+# Pages that show an account or an error: never cached. (No page is framed by another site: service/headers.py.)
+PRIVATE_PAGE_HEADERS = {"Cache-Control": "no-store"}
 
 
 @dataclass
