@@ -4,7 +4,8 @@ A throwaway secret and key, a fresh SQLite file in a temporary directory, and th
 at /sandbox, so a newcomer can click through both flows with no accounts anywhere. The webhook
 buttons on the status page make the sandbox send what Shopify and Facebook would send, for this
 browser's own connections only (anything else is 404). SALESBOT_DEMO_PAGES (a JSON list of [id, name])
-replaces the stand-in's three Pages. The example
+replaces the stand-in's three Pages; SALESBOT_DEMO_PROVIDERS_URL (another name for the demo's own address)
+is where the stand-ins are reached. The example
 bot (scripts/bot_example.py) runs at /bot with a store of its own, as a bot process would, and a
 button writes to a Page as a shopper; /sandbox/messenger shows the conversation.
 """
@@ -54,7 +55,9 @@ def demo_pages(environ: dict[str, str] | None = None) -> list[tuple[str, str]]:
         raise SettingsError('SALESBOT_DEMO_PAGES must be a JSON list of [id, name] pairs: [["101", "Acme"]].') from None
 
 
-def demo_settings(base_url: str, data_dir: Path) -> Settings:
+def demo_settings(base_url: str, data_dir: Path, providers_url: str | None = None) -> Settings:
+    """The demo's settings; the stand-ins are reached at `providers_url` (default: the demo's own address)."""
+    stand_ins = f"{providers_url or base_url}/sandbox"
     return Settings.from_environ(
         {
             "STATE_TOKEN_SECRET": secrets.token_urlsafe(32),
@@ -63,12 +66,12 @@ def demo_settings(base_url: str, data_dir: Path) -> Settings:
             "SHOPIFY_API_KEY": DEMO_SHOPIFY_KEY,
             "SHOPIFY_API_SECRET": secrets.token_urlsafe(24),
             "SHOPIFY_REDIRECT_URI": f"{base_url}/shopify/callback",
-            "SHOPIFY_ADMIN_BASE_URL": f"{base_url}/sandbox/shopify/{{shop}}",
+            "SHOPIFY_ADMIN_BASE_URL": f"{stand_ins}/shopify/{{shop}}",
             "FACEBOOK_APP_ID": DEMO_FACEBOOK_APP_ID,
             "FACEBOOK_APP_SECRET": secrets.token_urlsafe(24),
             "FACEBOOK_REDIRECT_URI": f"{base_url}/facebook/callback",
-            "FACEBOOK_DIALOG_BASE_URL": f"{base_url}/sandbox/facebook",
-            "FACEBOOK_GRAPH_BASE_URL": f"{base_url}/sandbox/graph",
+            "FACEBOOK_DIALOG_BASE_URL": f"{stand_ins}/facebook",
+            "FACEBOOK_GRAPH_BASE_URL": f"{stand_ins}/graph",
         },
         env_file=None,
     )
@@ -142,7 +145,9 @@ def _also(lifespan: Callable[[Any], Any], bot: Starlette) -> Callable[[Any], Any
 def create_demo_app(host: str, port: int, data_dir: Path) -> tuple[Starlette, Settings]:
     """The demo app, its database migrated, ready for uvicorn on host:port."""
     base_url = f"http://{host}:{port}"
-    settings = demo_settings(base_url, data_dir)
+    # Another name for this same server (http://localhost:PORT) puts the consent pages on another origin,
+    # as the real ones are: the browser test completes both flows so, under the pages' form-action.
+    settings = demo_settings(base_url, data_dir, os.environ.get("SALESBOT_DEMO_PROVIDERS_URL"))
     migrate.upgrade(settings.database_url, KeyRing.from_settings(settings))
     sandbox = Sandbox(
         SandboxConfig(
