@@ -11,7 +11,7 @@ message for is stored at once.
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import keys, pending_grants
@@ -89,19 +89,29 @@ async def connect_grant(request: Request, grant: PendingGrant, pages: list[faceb
         session_account=grant.account_uuid or session_account(request),
     )
     if joined.account is None:
-        return refused(
-            request,
-            FacebookUserOwnedElsewhere(
-                "This Facebook login is already connected to another account, so nothing was changed and this "
-                "browser stays in its own account. To open that account, log out first, then connect Facebook again."
-            ),
-        )
+        return refused(request, user_elsewhere())
     request.session["account"] = joined.account
     connected = [page for page in pages if page.id not in joined.refused_pages]
-    flash(request, _connected(connected, grant))
+    message = _connected(connected, grant)
     if joined.refused_pages:
+        flash(request, message)
         return refused(request, _pages_elsewhere([page for page in pages if page.id in joined.refused_pages], pages))
-    return RedirectResponse("/", status_code=303)
+    if wants_json(request):
+        body = {
+            "status": "connected",
+            "account": joined.account,
+            "pages": [{"page_id": page.id, "name": page.name or None} for page in connected],
+            "message": message,
+        }
+        return JSONResponse(body, headers=PRIVATE_PAGE_HEADERS)
+    return back_to_status(request, message)
+
+
+def user_elsewhere() -> FacebookUserOwnedElsewhere:
+    return FacebookUserOwnedElsewhere(
+        "This Facebook login is already connected to another account, so nothing was changed and this "
+        "browser stays in its own account. To open that account, log out first, then connect Facebook again."
+    )
 
 
 def _connected(pages: list[facebook.Page], grant: PendingGrant) -> str:

@@ -293,6 +293,11 @@ class TokenStore:
         )
         return (await self.read_write(unit)).result  # type: ignore[no-any-return]
 
+    async def preview_facebook(self, *, user_id: str, page_ids: Sequence[str], session_account: str | None) -> Joined:
+        """What connect_facebook would decide for this grant and browser, writing nothing (vault/linking.py)."""
+        unit = linking.facebook_preview(user_id=user_id, page_ids=page_ids, session_account=session_account)
+        return (await self.read_write(unit)).result  # type: ignore[no-any-return]
+
     async def forget_shop(self, shop_key: str, *, with_link: bool, not_after: datetime | None = None) -> int:
         """Delete a shop's token (and, with_link, its account link); an uninstall older than the stored
         token (`not_after` before its last write) deletes nothing. Returns the rows deleted."""
