@@ -33,7 +33,7 @@ from service.crypto import KeyRing, generate_key
 from service.errors import NotFound, SettingsError
 from service.providers.http import numeric_id
 from service.providers.shopify import normalize_shop
-from service.routes.common import services, session_account
+from service.routes.common import own_account, services
 from service.routes.forms import checked_form
 from service.sandbox import DEFAULT_PAGES, Sandbox, SandboxConfig
 from service.settings import Settings, sqlite_url
@@ -79,10 +79,7 @@ def demo_settings(base_url: str, data_dir: Path, providers_url: str | None = Non
 
 def _account(request: Request) -> str:
     # The buttons act on this browser's own connections only: a store, a Facebook login, a Page of its account.
-    account = session_account(request)
-    if account is None:
-        raise NotFound("This browser has no account, so there is nothing to send a webhook for.")
-    return account
+    return own_account(request, to="send a webhook for")
 
 
 async def _uninstall(request: Request) -> Response:

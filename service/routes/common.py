@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.templating import Jinja2Templates
 from starlette.types import Message
 
-from service.errors import NotConfigured, ServiceError
+from service.errors import NotConfigured, NotFound, ServiceError
 from service.providers import facebook
 from service.settings import Settings
 from service.vault import TokenStore
@@ -136,6 +136,14 @@ def client_ip(request: Request) -> str | None:
 def session_account(request: Request) -> str | None:
     account = request.session.get("account")
     return account if isinstance(account, str) else None
+
+
+def own_account(request: Request, *, to: str) -> str:
+    """This browser's account, for a step that acts on its own connections only; NotFound without one."""
+    account = session_account(request)
+    if account is None:
+        raise NotFound(f"This browser has no account, so there is nothing to {to}.")
+    return account
 
 
 async def read_body(request: Request, *, limit: int, too_large: Callable[[], ServiceError]) -> bytes:

@@ -14,9 +14,9 @@ from service.providers.http import numeric_id
 from service.routes.common import (
     PRIVATE_PAGE_HEADERS,
     graph_for,
+    own_account,
     segment,
     services,
-    session_account,
     templates,
     wants_json,
 )
@@ -24,10 +24,7 @@ from service.routes.forms import OK, WARNING, back_to_status, checked_form, csrf
 
 
 def _account(request: Request) -> str:
-    account = session_account(request)
-    if account is None:
-        raise NotFound("This browser has no account, so there is nothing to disconnect.")
-    return account
+    return own_account(request, to="disconnect")
 
 
 def _page_id(request: Request) -> str:
