@@ -10,8 +10,9 @@ response starts if it changed. Routes use Starlette's `request.session` as befor
 - A session whose account changes moves to a new id and the old row goes, so an id copied or planted
   before a sign-in is worth nothing after it.
 - A save never brings back a row that is gone: a request racing a logout writes nothing.
-- It lives 14 days from its last renewal; the expiry moves forward at most once a day, so reading costs
-  no write. Housekeeping prunes expired rows.
+- A session with an account lives 14 days from its last renewal, one without (a sign-in under way, a
+  message waiting) an hour: anyone can make those, so they must not pile up. The expiry moves forward
+  once a fourteenth of the lifetime has passed, so reading costs no write. Housekeeping prunes expired rows.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from service.vault import TokenStore
 
 SESSIONS = BrowserSession.__table__
 LIFETIME = timedelta(days=14)
-RENEW_AFTER = timedelta(days=1)
+ANONYMOUS_LIFETIME = timedelta(hours=1)  # a session without an account
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{43}")  # secrets.token_urlsafe(32)
 
 
@@ -45,6 +46,10 @@ def _digest(session_id: str) -> str:
 
 def _dump(data: dict[str, Any]) -> str:
     return json.dumps(data, sort_keys=True, ensure_ascii=False)
+
+
+def lifetime(data: dict[str, Any]) -> timedelta:
+    return LIFETIME if data.get("account") else ANONYMOUS_LIFETIME
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,12 @@ async def load(store: TokenStore, session_id: str | None, *, now: datetime | Non
 
 def _insert(connection: Connection, data: dict[str, Any], now: datetime) -> str:
     session_id = secrets.token_urlsafe(32)
-    values = {"session_hash": _digest(session_id), "data": _dump(data), "created_at": now, "expires_at": now + LIFETIME}
+    values = {
+        "session_hash": _digest(session_id),
+        "data": _dump(data),
+        "created_at": now,
+        "expires_at": now + lifetime(data),
+    }
     connection.execute(insert(SESSIONS).values(**values))
     return session_id
 
@@ -88,7 +98,7 @@ async def save(store: TokenStore, session_id: str, data: dict[str, Any], *, rene
     """Write the session's data (and, renewing, a new expiry); False when its row is gone (ended meanwhile)."""
     values: dict[str, Any] = {"data": _dump(data)}
     if renew:
-        values["expires_at"] = now + LIFETIME
+        values["expires_at"] = now + lifetime(data)
     statement = update(SESSIONS).where(SESSIONS.c.session_hash == _digest(session_id)).values(**values)
     return bool(await store.run_write(lambda connection: connection.execute(statement).rowcount))
 
@@ -121,8 +131,9 @@ class ServerSessions:
         self.cookie_name = cookie_name
         self.flags = "; httponly; samesite=lax" + ("; secure" if https_only else "")
 
-    def _cookie(self, session_id: str) -> str:
-        return f"{self.cookie_name}={session_id}; path=/; Max-Age={int(LIFETIME.total_seconds())}{self.flags}"
+    def _cookie(self, session_id: str, data: dict[str, Any]) -> str:
+        max_age = int(lifetime(data).total_seconds())
+        return f"{self.cookie_name}={session_id}; path=/; Max-Age={max_age}{self.flags}"
 
     def _cleared(self) -> str:
         return f"{self.cookie_name}=null; path=/; expires=Thu, 01 Jan 1970 00:00:00 GMT{self.flags}"
@@ -156,11 +167,11 @@ class ServerSessions:
                 await end(store, loaded.session_id)
             return self._cleared() if had_cookie else None  # an unknown or ended id is forgotten too
         if loaded is None:
-            return self._cookie(await create(store, data, now=now))
+            return self._cookie(await create(store, data, now=now), data)
         if data.get("account") != loaded.data.get("account"):
             moved = await rotate(store, loaded.session_id, data, now=now)
-            return None if moved is None else self._cookie(moved)
-        renew = loaded.expires_at - now < LIFETIME - RENEW_AFTER
+            return None if moved is None else self._cookie(moved, data)
+        renew = loaded.expires_at - now < lifetime(data) * 13 / 14
         if (renew or _dump(data) != before) and await save(store, loaded.session_id, data, renew=renew, now=now):
-            return self._cookie(loaded.session_id) if renew else None
+            return self._cookie(loaded.session_id, data) if renew else None
         return None

@@ -7,11 +7,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 import httpx
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from service import sessions
 from service.housekeeping import prune
-from service.models import utcnow
+from service.models import BrowserSession, utcnow
 from service.settings import Settings
 from service.vault import TokenStore
 from tests.routes.helpers import error_code, snapshot
@@ -160,8 +160,33 @@ async def test_a_save_after_the_session_ended_brings_nothing_back(store: TokenSt
 
 async def test_expired_sessions_are_pruned_by_housekeeping(store: TokenStore) -> None:
     now = utcnow()
-    old = await sessions.create(store, {"browser": "a"}, now=now - sessions.LIFETIME - timedelta(seconds=1))
+    old = await sessions.create(store, {"browser": "a"}, now=now - sessions.ANONYMOUS_LIFETIME - timedelta(seconds=1))
     live = await sessions.create(store, {"browser": "b"}, now=now)
     assert await sessions.load(store, old, now=now) is None  # expired: as good as gone already
     assert (await prune(store, now=now)).sessions == 1
     assert await sessions.load(store, live, now=now) is not None
+
+
+async def test_an_anonymous_look_at_the_page_makes_no_session(migrated: Settings) -> None:
+    async with running_app(migrated.database_url) as web:
+        seen = set_cookies(web.browser)
+        for _ in range(3):  # a crawler, say
+            page = await web.browser.get("/")
+            assert page.status_code == 200 and "Nothing connected" in page.text
+        assert seen == [] and await count(web, "browser_sessions") == 0
+
+
+async def test_a_session_without_an_account_lives_an_hour_and_one_with_an_account_fourteen_days(
+    migrated: Settings,
+) -> None:
+    async with running_app(migrated.database_url) as web:
+        await web.browser.get("/facebook/login", follow_redirects=False)  # a sign-in under way: an anonymous session
+        assert await expiry_in(web) <= sessions.ANONYMOUS_LIFETIME
+        await connect_shopify(web.browser)
+        assert sessions.ANONYMOUS_LIFETIME < await expiry_in(web) <= sessions.LIFETIME
+
+
+async def expiry_in(web: Web) -> timedelta:
+    async with web.store.engine.connect() as connection:
+        [expires_at] = (await connection.execute(select(BrowserSession.expires_at))).scalars().all()
+    return expires_at - utcnow()

@@ -123,7 +123,8 @@ async def status_page(request: Request) -> Response:
     if wants_json(request):
         # A script that wants to POST a form (disconnect, log out) takes the token from here.
         return JSONResponse({**view, "csrf_token": csrf_token(request)}, headers=PRIVATE_PAGE_HEADERS)
-    context = {**view, "demo": app.demo is not None, "csrf_token": csrf_token(request)}
+    # Only an account's page has forms that POST: an anonymous view makes no session (crawlers make no rows).
+    context = {**view, "demo": app.demo is not None, "csrf_token": csrf_token(request) if account else None}
     return templates.TemplateResponse(request, "status.html", context, headers=PRIVATE_PAGE_HEADERS)
 
 
