@@ -144,6 +144,9 @@ def create_app(
             if http_client is None:
                 await http.aclose()
 
+    static = Mount("/static", app=StaticFiles(directory=STATIC), name="static")
+    # Mounted apps (the stylesheet; in the demo, the stand-ins and the bot) never use the browser session.
+    sessionless = tuple(f"{route.path}/" for route in (static, *extra_routes) if isinstance(route, Mount))
     app = Starlette(
         routes=[
             *status.routes,
@@ -151,7 +154,7 @@ def create_app(
             *facebook.routes,
             *pages.routes,
             *disconnect.routes,
-            Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
+            static,
             *extra_routes,
         ],
         middleware=[
@@ -164,6 +167,7 @@ def create_app(
                 # so a sibling domain or a plain-http response cannot plant a session of its own.
                 cookie_name=session_cookie_name(settings),
                 https_only=settings.session_cookie_secure,
+                sessionless=sessionless,
             ),
         ],
         exception_handlers={ServiceError: _service_error, HTTPException: _http_error},

@@ -126,10 +126,13 @@ class ServerSessions:
     """ASGI middleware: `scope["session"]` from the row the cookie names; the row written, the cookie set or
     cleared, when the response starts. The store comes from the app's services (built in its lifespan)."""
 
-    def __init__(self, app: ASGIApp, *, cookie_name: str, https_only: bool) -> None:
+    def __init__(self, app: ASGIApp, *, cookie_name: str, https_only: bool, sessionless: tuple[str, ...] = ()) -> None:
         self.app = app
         self.cookie_name = cookie_name
         self.flags = "; httponly; samesite=lax" + ("; secure" if https_only else "")
+        # Path prefixes of mounted apps that never use the session: a browser sends them the cookie too, but
+        # reading the row for them would be work for nothing.
+        self.sessionless = sessionless
 
     def _cookie(self, session_id: str, data: dict[str, Any]) -> str:
         max_age = int(lifetime(data).total_seconds())
@@ -139,7 +142,7 @@ class ServerSessions:
         return f"{self.cookie_name}=null; path=/; expires=Thu, 01 Jan 1970 00:00:00 GMT{self.flags}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["path"].startswith(self.sessionless):
             await self.app(scope, receive, send)
             return
         store: TokenStore = scope["app"].state.services.store

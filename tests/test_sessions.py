@@ -190,3 +190,11 @@ async def expiry_in(web: Web) -> timedelta:
     async with web.store.engine.connect() as connection:
         [expires_at] = (await connection.execute(select(BrowserSession.expires_at))).scalars().all()
     return expires_at - utcnow()
+
+
+async def test_the_stylesheet_never_reads_or_writes_the_session(migrated: Settings) -> None:
+    async with running_app(migrated.database_url) as web, with_cookie(web, "no-such-session-id") as browser:
+        css = await browser.get("/static/app.css")
+        assert css.status_code == 200 and "set-cookie" not in css.headers
+        page = await browser.get("/")  # a route of the app's: the unknown id is forgotten
+        assert "salesbot_session=null" in page.headers["set-cookie"]
