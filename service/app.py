@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
 import os
 import time
@@ -25,7 +23,6 @@ import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount
@@ -38,18 +35,20 @@ from service.crypto import KeyRing
 from service.db import is_unavailable
 from service.errors import DatabaseUnavailable, ServiceError
 from service.events import webhook
+from service.headers import SecurityHeaders
 from service.observe import Observe
+from service.printable import escape_logs
 from service.routes import disconnect, facebook, pages, shopify, status
 from service.routes import metrics as metrics_route
 from service.routes.common import Services, error_response
 from service.security import redact_http_logs
+from service.sessions import ServerSessions
 from service.settings import Settings
 from service.vault import TokenStore
 from service.vault.events import WEB
 
 logger = logging.getLogger("salesbot")
 STATIC = Path(__file__).resolve().parent / "static"  # the stylesheet: served by the app, no external assets
-SESSION_MAX_AGE = 14 * 24 * 3600
 SESSION_COOKIE = "salesbot_session"
 # httpcore polls every pooled connection's socket each time a request starts or ends, so each idle
 # connection kept costs every request CPU (a sixth of the service's time at 32 connecting clients;
@@ -62,11 +61,6 @@ HTTP_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=4)
 def session_cookie_name(settings: Settings) -> str:
     secure_host = settings.session_cookie_secure and settings.served_over_https
     return f"__Host-{SESSION_COOKIE}" if secure_host else SESSION_COOKIE
-
-
-def session_secret(settings: Settings) -> str:
-    # A key of its own for cookies, derived so that one secret in .env still covers everything.
-    return hmac.new(str(settings.state_token_secret).encode(), b"salesbot session cookie", hashlib.sha256).hexdigest()
 
 
 class ContainErrors:
@@ -153,6 +147,7 @@ def create_app(
 ) -> Starlette:
     KeyRing.from_settings(settings)  # a bad key fails here, before anything listens
     redact_http_logs()  # httpx logs full URLs at INFO, and Graph URLs carry secrets and codes
+    escape_logs()  # the access log below writes the decoded path: "%0a" must not start a forged line
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -179,6 +174,9 @@ def create_app(
                 await http.aclose()
             metrics.process_exited(os.getpid())
 
+    static = Mount("/static", app=StaticFiles(directory=STATIC), name="static")
+    # Mounted apps (the stylesheet; in the demo, the stand-ins and the bot) never use the browser session.
+    sessionless = tuple(f"{route.path}/" for route in (static, *extra_routes) if isinstance(route, Mount))
     app = Starlette(
         routes=[
             *status.routes,
@@ -187,23 +185,22 @@ def create_app(
             *pages.routes,
             *disconnect.routes,
             *(metrics_route.routes if settings.metrics_token is not None else []),
-            Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
+            static,
             *extra_routes,
         ],
         middleware=[
             # Outermost: the request id is on every line, and every answer (a 500 too) is counted.
             Middleware(Observe, cache_stats=lambda: _cache_stats(app)),
+            Middleware(SecurityHeaders, settings=settings),  # on every response, errors included
             Middleware(ContainErrors),
             Middleware(CanonicalHost, settings=settings),
             Middleware(
-                SessionMiddleware,
-                secret_key=session_secret(settings),
+                ServerSessions,
                 # __Host-: only a Secure cookie for this exact host and path "/" may carry the name,
                 # so a sibling domain or a plain-http response cannot plant a session of its own.
-                session_cookie=session_cookie_name(settings),
-                max_age=SESSION_MAX_AGE,
-                same_site="lax",
+                cookie_name=session_cookie_name(settings),
                 https_only=settings.session_cookie_secure,
+                sessionless=sessionless,
             ),
         ],
         exception_handlers={ServiceError: _service_error, HTTPException: _http_error},

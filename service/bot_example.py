@@ -12,8 +12,12 @@ it) and answers through `graph_client` (the Page token and its appsecret_proof a
 
 What to keep when you write your own:
 - Check X-Hub-Signature-256 over the raw body before reading anything from it; refuse otherwise.
-- Answer Meta 200 once the event is handled (or logged as failed): anything else makes it send again.
-- Log what failed by its error code and the Page, never a token (the vault's errors never carry one).
+- Answer Meta 200 once the event is handled (or logged as failed), and to a signed event you cannot read
+  (logged): anything else makes Meta send the whole batch again.
+- Answer each message once: Meta redelivers, so message ids seen in the last 10 minutes are skipped (in
+  this process; bots in several processes would keep them in a shared table).
+- Log what failed by its error code and the Page, never a token (the vault's errors never carry one), and
+  run without an access log: the webhook check's query string carries hub.verify_token.
 """
 
 from __future__ import annotations
@@ -25,22 +29,46 @@ import json
 import logging
 import os
 import sys
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from service.errors import NotConfigured, ServiceError
+from service.printable import escape_logs
 from service.providers.facebook import messenger_signature_valid
 from service.settings import Settings
 from service.vault import TokenStore
 
 logger = logging.getLogger("salesbot.bot_example")
 MAX_BODY = 1024 * 1024  # Messenger batches at most a few events a delivery
+SEEN_FOR = 600.0  # seconds a message id is remembered: Meta redelivers within minutes
+MAX_SEEN = 10_000  # and at most this many, the oldest forgotten first
+
+
+class Seen:
+    """Message ids answered recently: a redelivery of one is skipped. Bounded in time and in size."""
+
+    def __init__(self, window: float = SEEN_FOR, limit: int = MAX_SEEN) -> None:
+        self.window, self.limit = window, limit
+        self._ids: OrderedDict[str, float] = OrderedDict()
+
+    def first_time(self, message_id: str, now: float | None = None) -> bool:
+        """True the first time an id is offered within the window (and remembers it); False after."""
+        now = time.monotonic() if now is None else now
+        while self._ids and (len(self._ids) >= self.limit or next(iter(self._ids.values())) <= now - self.window):
+            self._ids.popitem(last=False)
+        if message_id in self._ids:
+            return False
+        self._ids[message_id] = now
+        return True
+
+
 PRODUCTS = (
     "query Products($first: Int!) { products(first: $first) { edges { node { title "
     "priceRangeV2 { minVariantPrice { amount currencyCode } } } } } }"
@@ -70,24 +98,33 @@ def create_bot(settings: Settings, *, verify_token: str, store: TokenStore | Non
             return PlainTextResponse("Forbidden", status_code=403)
         return PlainTextResponse(params.get("hub.challenge", ""))
 
+    seen = Seen()
+
     async def receive(request: Request) -> Response:
         body = await _body(request)
         if body is None:
             return PlainTextResponse("Payload too large", status_code=413)
         if not messenger_signature_valid(body, request.headers.get("x-hub-signature-256"), app_secret):
             return PlainTextResponse("Forbidden", status_code=403)
+        # Signed by Meta from here on: whatever it holds is answered 200, or Meta sends the batch again.
         try:
             event = json.loads(body)
         except ValueError:
-            return PlainTextResponse("Bad request", status_code=400)
+            event = None
         if not isinstance(event, dict) or event.get("object") != "page":
-            return PlainTextResponse("Not a Page event", status_code=404)
-        for page_id, psid, text in _messages(event):
+            logger.warning("a signed delivery that is not a Page event (%d bytes): ignored", len(body))
+            return PlainTextResponse("EVENT_RECEIVED")
+        messages, skipped = _messages(event)
+        if skipped:
+            logger.warning("a signed delivery with %d unreadable messaging item(s): those were ignored", skipped)
+        for message_id, page_id, psid, text in messages:
+            if not seen.first_time(message_id):
+                continue  # a redelivery: answered already
             try:
                 await answer(request.app.state.store, page_id, psid, text)
             except ServiceError as error:
                 logger.warning("could not answer on Page %s: %s", page_id, error.code)
-            except httpx.HTTPError as error:  # Shopify or Graph unreachable: the exception's text may hold a URL
+            except Exception as error:  # unreachable, an unreadable answer: its text may hold a URL, so its class
                 logger.warning("could not answer on Page %s: %s", page_id, type(error).__name__)
         return PlainTextResponse("EVENT_RECEIVED")
 
@@ -131,20 +168,38 @@ def _reply(shop: str, body: Any) -> str:
     return f"Thanks for your message! A few things from {shop}: " + ", ".join(items) + "."
 
 
-def _messages(event: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(page id, sender's PSID, text) of each text message in a delivery; echoes of our own are skipped."""
-    found = []
-    for entry in event.get("entry") or []:
-        items = entry.get("messaging") if isinstance(entry, dict) else None
-        for item in items if isinstance(items, list) else []:
-            message = item.get("message") if isinstance(item, dict) else None
-            if not isinstance(message, dict) or message.get("is_echo") or not isinstance(message.get("text"), str):
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _messages(event: dict[str, Any]) -> tuple[list[tuple[str, str, str, str]], int]:
+    """(message id, page id, sender's PSID, text) of each text message in a delivery, and how many items
+    could not be read; echoes of our own and events that are not messages (reads, deliveries) are skipped."""
+    found, unreadable = [], 0
+    entries = event.get("entry")
+    if not isinstance(entries, list):
+        return [], 1
+    for entry in entries:
+        if not isinstance(entry, dict):
+            unreadable += 1
+            continue
+        for item in _list(entry.get("messaging")):
+            message = _dict(_dict(item).get("message"))
+            if not message or message.get("is_echo"):
                 continue
-            sender, recipient = item.get("sender") or {}, item.get("recipient") or {}
-            psid, page_id = sender.get("id"), recipient.get("id")
-            if isinstance(psid, str) and isinstance(page_id, str) and page_id.isdigit():
-                found.append((page_id, psid, message["text"]))
-    return found
+            message_id, text = message.get("mid"), message.get("text")
+            psid, page_id = _dict(item.get("sender")).get("id"), _dict(item.get("recipient")).get("id")
+            if not all(isinstance(value, str) for value in (message_id, text, psid, page_id)):
+                unreadable += 1
+            elif page_id.isascii() and page_id.isdigit():
+                found.append((message_id, page_id, psid, text))
+            else:
+                unreadable += 1
+    return found, unreadable
 
 
 async def _body(request: Request) -> bytes | None:
@@ -181,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     except ServiceError as error:
         print(f"bot_example: {error.message}", file=sys.stderr)
         return 2
-    uvicorn.run(app, host=args.host, port=args.port)
+    escape_logs()  # a text or an id a shopper sent never starts a forged log line
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # No access log: Meta's webhook check puts hub.verify_token in the query string, which it would print.
+    uvicorn.run(app, host=args.host, port=args.port, access_log=False)
     return 0
 
 

@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from service.printable import say
+
 if TYPE_CHECKING:
     from service.settings import Settings
 
@@ -59,7 +61,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     warn_insecure_files(settings)
     check_secret(settings)
-    print(migrate.upgrade(settings.database_url, _keyring(settings), args.revision).summary())
+    say(migrate.upgrade(settings.database_url, _keyring(settings), args.revision).summary())
     return EXIT_OK
 
 
@@ -87,7 +89,7 @@ def cmd_downgrade(args: argparse.Namespace) -> int:
                 "(a copy of the database is saved beside it first). Nothing was changed.",
                 EXIT_USAGE,
             )
-        print(f"Saved the database as {_save_before_downgrade(settings.database_url)} first.", file=sys.stderr)
+        say(f"Saved the database as {_save_before_downgrade(settings.database_url)} first.", file=sys.stderr)
     elif lost:
         if not args.yes:
             raise CommandFailed(
@@ -95,8 +97,8 @@ def cmd_downgrade(args: argparse.Namespace) -> int:
                 "--yes to go ahead. Nothing was changed.",
                 EXIT_USAGE,
             )
-        print("PostgreSQL: no copy was made here (pg_dump is the backup).", file=sys.stderr)
-    print(migrate.downgrade(settings.database_url, _keyring(settings), target or "base").summary())
+        say("PostgreSQL: no copy was made here (pg_dump is the backup).", file=sys.stderr)
+    say(migrate.downgrade(settings.database_url, _keyring(settings), target or "base").summary())
     return EXIT_OK
 
 
@@ -133,7 +135,7 @@ async def _tokens_set(args: argparse.Namespace) -> int:
     async with TokenStore.open(_settings(args), actor="cli") as store:
         await store.check_keys()
         await store.store_token(args.key, value, type=args.type)
-    print(f"Stored {args.key}.", file=sys.stderr)
+    say(f"Stored {args.key}.", file=sys.stderr)
     return EXIT_OK
 
 
@@ -178,7 +180,7 @@ async def _tokens_list(args: argparse.Namespace) -> int:
         print(json.dumps(listed, indent=2))
     else:
         _print_table(listed)
-    print(f"{len(records)} row(s); values are never shown.", file=sys.stderr)
+    say(f"{len(records)} row(s); values are never shown.", file=sys.stderr)
     return EXIT_OK
 
 
@@ -197,7 +199,7 @@ def _print_table(listed: list[dict[str, Any]]) -> None:
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        say("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
 async def _tokens_delete(args: argparse.Namespace) -> int:
@@ -207,7 +209,7 @@ async def _tokens_delete(args: argparse.Namespace) -> int:
         deleted = await store.delete_token(args.key)
     if not deleted:
         raise CommandFailed(f"No token is stored under {args.key!r}; nothing deleted.")
-    print(f"Deleted {args.key}.", file=sys.stderr)
+    say(f"Deleted {args.key}.", file=sys.stderr)
     return EXIT_OK
 
 
@@ -238,7 +240,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(content)
-    print(f"Wrote {path} (mode 0600) with a new STATE_TOKEN_SECRET and encryption key.", file=sys.stderr)
+    say(f"Wrote {path} (mode 0600) with a new STATE_TOKEN_SECRET and encryption key.", file=sys.stderr)
     return EXIT_OK
 
 
@@ -387,12 +389,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="salesbot-demo-") as data_dir:
             app, _settings_used = create_demo_app(args.host, args.port, Path(data_dir))
-            print(
+            say(
                 f"salesbot demo: open http://{args.host}:{args.port}/ (Shopify and Facebook are local stand-ins; "
                 "data is thrown away on exit).",
                 file=sys.stderr,
             )
-            print(
+            say(
                 f"salesbot demo: a bot process reads the demo's data with the settings in {app.state.bot_env} "
                 "(e.g. TokenStore.open(Settings.load(that path))).",
                 file=sys.stderr,
@@ -552,16 +554,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except ServiceError as error:
-        print(f"salesbot: {error.message}", file=sys.stderr)
+        say(f"salesbot: {error.message}", file=sys.stderr)
         return EXIT_USAGE if error.code in USAGE_CODES else EXIT_FAILED
     except (CommandFailed, JobError) as failure:
-        print(f"salesbot: {failure}", file=sys.stderr)
+        say(f"salesbot: {failure}", file=sys.stderr)
         return failure.status
     except KeyboardInterrupt:
-        print("salesbot: interrupted.", file=sys.stderr)
+        say("salesbot: interrupted.", file=sys.stderr)
         return 130
     except Exception as error:
         if os.environ.get("SALESBOT_TRACEBACK"):
             raise
-        print(f"salesbot: {_one_line(error, args)}", file=sys.stderr)
+        say(f"salesbot: {_one_line(error, args)}", file=sys.stderr)
         return EXIT_FAILED

@@ -2,7 +2,10 @@
 
 A throwaway secret and key, a fresh SQLite file in a temporary directory, and the sandbox mounted
 at /sandbox, so a newcomer can click through both flows with no accounts anywhere. The webhook
-buttons on the status page make the sandbox send what Shopify and Facebook would send. The example
+buttons on the status page make the sandbox send what Shopify and Facebook would send, for this
+browser's own connections only (anything else is 404). SALESBOT_DEMO_PAGES (a JSON list of [id, name])
+replaces the stand-in's three Pages; SALESBOT_DEMO_PROVIDERS_URL (another name for the demo's own address)
+is where the stand-ins are reached. The example
 bot (service/bot_example.py) runs at /bot with a store of its own, as a bot process would, and a
 button writes to a Page as a shopper; /sandbox/messenger shows the conversation.
 """
@@ -10,6 +13,7 @@ button writes to a Page as a shopper; /sandbox/messenger shows the conversation.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -21,15 +25,16 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 
-from service import migrate
+from service import disconnect, keys, migrate
 from service.app import create_app
 from service.bot_example import create_bot
 from service.crypto import KeyRing, generate_key
-from service.errors import InvalidShop
+from service.errors import NotFound, SettingsError
+from service.providers.http import numeric_id
 from service.providers.shopify import normalize_shop
-from service.routes.common import services
+from service.routes.common import own_account, services
 from service.routes.forms import checked_form
-from service.sandbox import Sandbox, SandboxConfig
+from service.sandbox import DEFAULT_PAGES, Sandbox, SandboxConfig
 from service.settings import Settings, sqlite_url
 
 DEMO_SHOPIFY_KEY = "demo-shopify-api-key"
@@ -38,7 +43,9 @@ DEMO_SHOPPER = "7001"  # the page-scoped id the demo's shopper writes from
 BOT_ENV = "demo-bot.env"
 
 
-def demo_environ(base_url: str, data_dir: Path) -> dict[str, str]:
+def demo_environ(base_url: str, data_dir: Path, providers_url: str | None = None) -> dict[str, str]:
+    """The demo's settings; the stand-ins are reached at `providers_url` (default: the demo's own address)."""
+    stand_ins = f"{providers_url or base_url}/sandbox"
     return {
         "STATE_TOKEN_SECRET": secrets.token_urlsafe(32),
         "TOKEN_ENCRYPTION_KEYS": generate_key(),
@@ -46,17 +53,17 @@ def demo_environ(base_url: str, data_dir: Path) -> dict[str, str]:
         "SHOPIFY_API_KEY": DEMO_SHOPIFY_KEY,
         "SHOPIFY_API_SECRET": secrets.token_urlsafe(24),
         "SHOPIFY_REDIRECT_URI": f"{base_url}/shopify/callback",
-        "SHOPIFY_ADMIN_BASE_URL": f"{base_url}/sandbox/shopify/{{shop}}",
+        "SHOPIFY_ADMIN_BASE_URL": f"{stand_ins}/shopify/{{shop}}",
         "FACEBOOK_APP_ID": DEMO_FACEBOOK_APP_ID,
         "FACEBOOK_APP_SECRET": secrets.token_urlsafe(24),
         "FACEBOOK_REDIRECT_URI": f"{base_url}/facebook/callback",
-        "FACEBOOK_DIALOG_BASE_URL": f"{base_url}/sandbox/facebook",
-        "FACEBOOK_GRAPH_BASE_URL": f"{base_url}/sandbox/graph",
+        "FACEBOOK_DIALOG_BASE_URL": f"{stand_ins}/facebook",
+        "FACEBOOK_GRAPH_BASE_URL": f"{stand_ins}/graph",
     }
 
 
-def demo_settings(base_url: str, data_dir: Path) -> Settings:
-    return Settings.from_environ(demo_environ(base_url, data_dir), env_file=None)
+def demo_settings(base_url: str, data_dir: Path, providers_url: str | None = None) -> Settings:
+    return Settings.from_environ(demo_environ(base_url, data_dir, providers_url), env_file=None)
 
 
 def write_bot_env(path: Path, environ: dict[str, str]) -> Path:
@@ -70,13 +77,27 @@ def write_bot_env(path: Path, environ: dict[str, str]) -> Path:
     return path
 
 
+def demo_pages(environ: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """The stand-in's Pages: SALESBOT_DEMO_PAGES, a JSON list of [id, name] pairs, or its own three."""
+    raw = (os.environ if environ is None else environ).get("SALESBOT_DEMO_PAGES")
+    if not raw:
+        return list(DEFAULT_PAGES)
+    try:
+        return [(str(page_id), str(name)) for page_id, name in json.loads(raw)]
+    except (ValueError, TypeError):
+        raise SettingsError('SALESBOT_DEMO_PAGES must be a JSON list of [id, name] pairs: [["101", "Acme"]].') from None
+
+
+def _account(request: Request) -> str:
+    # The buttons act on this browser's own connections only: a store, a Facebook login, a Page of its account.
+    return own_account(request, to="send a webhook for")
+
+
 async def _uninstall(request: Request) -> Response:
     app = services(request)
     form = await checked_form(request)
-    try:
-        shop = normalize_shop(str(form.get("shop", "")))
-    except InvalidShop:
-        return RedirectResponse("/", status_code=303)
+    shop = normalize_shop(str(form.get("shop", "")))
+    await disconnect.shop_to_disconnect(app.store, domain=shop, account=_account(request))  # or NotFound
     body, headers = app.demo.shopify_webhook(shop=shop, topic="app/uninstalled")
     await app.demo.deliver("/shopify/webhooks", body, headers, client=app.http)
     return RedirectResponse("/", status_code=303)
@@ -85,7 +106,11 @@ async def _uninstall(request: Request) -> Response:
 async def _deauthorize(request: Request) -> Response:
     app = services(request)
     await checked_form(request)
-    signed = app.demo.facebook_signed_request({"user_id": app.demo.config.facebook_user_id})
+    user = app.demo.config.facebook_user_id
+    records = await app.store.list_tokens(account_uuid=_account(request))
+    if not any(record.granted_by == user or record.key == keys.facebook_user_token_key(user) for record in records):
+        raise NotFound("The demo's Facebook user connected nothing in this account.")
+    signed = app.demo.facebook_signed_request({"user_id": user})
     await app.http.post(f"{app.demo.config.service_base_url}/facebook/deauthorize", data={"signed_request": signed})
     return RedirectResponse("/", status_code=303)
 
@@ -94,7 +119,10 @@ async def _message(request: Request) -> Response:
     app = services(request)
     form = await checked_form(request)
     page_id, text = str(form.get("page_id", "")), str(form.get("text", "")).strip()
-    if page_id.isdigit() and text:
+    if not numeric_id(page_id):
+        raise NotFound("This account has no Page like that.")
+    await disconnect.page_to_disconnect(app.store, page_id=page_id, account=_account(request))  # or NotFound
+    if text:
         await app.demo.send_messenger_message(
             "/bot/webhook", page_id=page_id, psid=DEMO_SHOPPER, text=text[:500], client=app.http
         )
@@ -115,7 +143,9 @@ def _also(lifespan: Callable[[Any], Any], bot: Starlette) -> Callable[[Any], Any
 def create_demo_app(host: str, port: int, data_dir: Path) -> tuple[Starlette, Settings]:
     """The demo app, its database migrated, ready for uvicorn on host:port."""
     base_url = f"http://{host}:{port}"
-    environ = demo_environ(base_url, data_dir)
+    # Another name for this same server (http://localhost:PORT) puts the consent pages on another origin,
+    # as the real ones are: the browser test completes both flows so, under the pages' form-action.
+    environ = demo_environ(base_url, data_dir, os.environ.get("SALESBOT_DEMO_PROVIDERS_URL"))
     settings = Settings.from_environ(environ, env_file=None)
     migrate.upgrade(settings.database_url, KeyRing.from_settings(settings))
     sandbox = Sandbox(
@@ -125,6 +155,7 @@ def create_demo_app(host: str, port: int, data_dir: Path) -> tuple[Starlette, Se
             facebook_app_id=DEMO_FACEBOOK_APP_ID,
             facebook_app_secret=str(settings.facebook_app_secret),
             service_base_url=base_url,
+            pages=demo_pages(),
         )
     )
     bot = create_bot(settings, verify_token=secrets.token_urlsafe(16))

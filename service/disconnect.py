@@ -26,8 +26,9 @@ from service.vault import TokenRecord, TokenStore
 from service.vault.events import DISCONNECTED
 
 # What became of the access at the provider: removed; already gone (it refused the token); not told
-# (it did not answer, or no token was left to ask with).
+# (it did not answer, or no token was left to ask with, or the login that granted it is another account's).
 DONE, NOTHING_LEFT, NOT_TOLD, NO_TOKEN = "revoked", "nothing_left", "provider_not_told", "no_token"
+NOT_THIS_ACCOUNTS = "not_this_accounts"
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class Disconnected:
 
     @property
     def provider_told(self) -> bool:
-        return self.revocation not in (NOT_TOLD, NO_TOKEN)
+        return self.revocation not in (NOT_TOLD, NO_TOKEN, NOT_THIS_ACCOUNTS)
 
 
 async def _own(store: TokenStore, token_key: str, link_key: str, account: str, what: str) -> TokenRecord | None:
@@ -114,8 +115,13 @@ async def disconnect_page(
     ]
     if left:
         return Disconnected(name, None, f"Disconnected {name}. Your other Pages stay connected.")
-    revocation = await _remove_grant(store, graph, user_id)
-    if revocation in (NOT_TOLD, NO_TOKEN):
+    revocation = await _remove_grant(store, graph, user_id, account)
+    if revocation == NOT_THIS_ACCOUNTS:
+        message = (
+            f"Disconnected {name}. The Facebook login that connected it belongs to another account, so its access "
+            "at Facebook was left as it is."
+        )
+    elif revocation in (NOT_TOLD, NO_TOKEN):
         why = "Facebook did not answer" if revocation == NOT_TOLD else "no Facebook login token was left to ask with"
         message = (
             f"Disconnected {name} here (its token is deleted), but {why}, so the app may still be listed in your "
@@ -126,9 +132,13 @@ async def disconnect_page(
     return Disconnected(name, revocation, message)
 
 
-async def _remove_grant(store: TokenStore, graph: Callable[[], facebook.Graph], user_id: str) -> str:
-    """Remove the user's grant at Facebook, then delete the user token here whatever Facebook said."""
+async def _remove_grant(store: TokenStore, graph: Callable[[], facebook.Graph], user_id: str, account: str) -> str:
+    """Remove the user's grant at Facebook, then delete the user token here whatever Facebook said; only when
+    the user's token is this account's (a login of another account is that account's to remove)."""
     user_key = keys.facebook_user_token_key(user_id)
+    owner = await store.get_record(user_key)
+    if owner is not None and owner.account_uuid != account:
+        return NOT_THIS_ACCOUNTS
     revocation = NOT_TOLD
     try:
         token = await store.get_token(user_key)

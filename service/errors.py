@@ -247,6 +247,13 @@ class ProviderUnavailable(ServiceError):
     code = "provider_unavailable"
 
 
+class InvalidProviderId(ProviderError):
+    """A provider's answer carries an identifier that cannot be one (a Page id that is not a number, a
+    Shopify scope outside its grammar): the answer is refused whole, nothing of it stored."""
+
+    code = "invalid_provider_id"
+
+
 class TokenRevoked(ProviderError):
     """The provider says the token no longer works (Graph error 190, Shopify 401)."""
 
@@ -283,3 +290,11 @@ class MetricsUnauthorized(ServiceError):
 class NotFound(ServiceError):
     status_code = 404
     code = "not_found"
+
+
+class ForeignHost(ServiceError):
+    """A bot's client was asked to send to a host other than its provider's (an absolute URL, or a redirect to
+    another origin): refused before anything was sent, so a token never reaches another host."""
+
+    status_code = 400
+    code = "foreign_host"

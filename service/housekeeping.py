@@ -1,8 +1,8 @@
-"""Pruning the tables that requests anyone can send make grow: OAuth states and Facebook grants waiting
-for a choice of Pages past expiry, webhook deliveries past the de-duplication window, deletion
-requests past their retention; and connection events past EVENTS_RETENTION_DAYS (with the webhook
-outbox emptied when no EVENTS_WEBHOOK_URL is set). It runs on a schedule in the app's lifespan, never
-per request (DESIGN.md, "OAuth" and "The event log").
+"""Pruning the tables that requests anyone can send make grow: OAuth states, Facebook grants waiting
+for a choice of Pages and browser sessions past expiry, webhook deliveries past the de-duplication
+window, deletion requests past their retention; and connection events past EVENTS_RETENTION_DAYS (with
+the webhook outbox emptied when no EVENTS_WEBHOOK_URL is set). It runs on a schedule in the app's
+lifespan, never per request (DESIGN.md, "OAuth" and "The event log").
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete
 from sqlalchemy.engine import Connection
 
-from service import pending_grants
+from service import pending_grants, sessions
 from service.leadership import run_periodically
 from service.models import DeletionRequest, OAuthState, WebhookDelivery, utcnow
 from service.vault import TokenStore
@@ -38,6 +38,7 @@ class Pruned:
     deletions: int
     grants: int = 0  # Facebook grants nobody chose Pages for in time
     events: int = 0  # connection events older than EVENTS_RETENTION_DAYS
+    sessions: int = 0  # browser sessions past their expiry
 
 
 async def prune(store: TokenStore, *, now: datetime | None = None) -> Pruned:
@@ -55,6 +56,7 @@ async def prune(store: TokenStore, *, now: datetime | None = None) -> Pruned:
                 delete(DELETIONS).where(DELETIONS.c.requested_at < now - DELETION_RETENTION)
             ).rowcount,
             grants=connection.execute(pending_grants.prune_statement(now)).rowcount,
+            sessions=connection.execute(sessions.prune_statement(now)).rowcount,
         )
 
     pruned = await store.run_write(job)
@@ -66,12 +68,13 @@ async def prune(store: TokenStore, *, now: datetime | None = None) -> Pruned:
 
 async def prune_and_log(store: TokenStore) -> Pruned:
     pruned = await prune(store)
-    if pruned.states or pruned.deliveries or pruned.deletions or pruned.grants or pruned.events:
+    if pruned.states or pruned.deliveries or pruned.deletions or pruned.grants or pruned.sessions or pruned.events:
         logger.info(
-            "pruned %d expired states, %d expired Facebook grants, %d old webhook deliveries, %d old deletion "
-            "requests, %d old connection events",
+            "pruned %d expired states, %d expired Facebook grants, %d expired sessions, %d old webhook deliveries, "
+            "%d old deletion requests, %d old connection events",
             pruned.states,
             pruned.grants,
+            pruned.sessions,
             pruned.deliveries,
             pruned.deletions,
             pruned.events,

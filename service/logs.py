@@ -6,8 +6,8 @@ carrying the id of the request it belongs to (DESIGN.md, "Errors and logs").
     json: {"time": "...", "level": "INFO", "logger": "salesbot", "event": "shopify.connected",
            "message": "shopify.connected shop=... account=...", "request_id": "4b1d...", "shop": "...", ...}
 
-Fields are names, ids and codes, never a token, code or secret (callers pass no values). The text
-formatter is the one place a line is rendered as text, so escaping what a client controls goes here.
+Fields are names, ids and codes, never a token, code or secret (callers pass no values). What a client
+controls is escaped before a formatter sees it (service/printable.py, installed by `configure`).
 """
 
 from __future__ import annotations
@@ -124,6 +124,9 @@ def configure(level: str, log_format: str) -> dict[str, Any]:
     """Configure this process's logging; returns the dictConfig, for uvicorn's workers."""
     import logging.config
 
+    from service.printable import escape_logs
+
+    escape_logs()  # a path or a header a client sent never starts a forged line, in either format
     config = dict_config(level, log_format)
     logging.config.dictConfig(config)
     return config

@@ -1,5 +1,5 @@
 """The declarative base, the UTC column type, and the tables outside the vault: OAuth state, Facebook
-grants waiting for a choice of Pages, and webhook bookkeeping. The vault's tables are in
+grants waiting for a choice of Pages, browser sessions, and webhook bookkeeping. The vault's tables are in
 service/vault/schema.py. The schema itself is created only by the Alembic revisions in migrations/;
 these classes must match them (`alembic check` proves it).
 """
@@ -61,7 +61,7 @@ class OAuthState(Base):
 
     state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the state sent out
     provider: Mapped[str] = mapped_column(String(16))
-    browser_hash: Mapped[str] = mapped_column(String(64), index=True)  # sha256 of the browser's signed-cookie nonce
+    browser_hash: Mapped[str] = mapped_column(String(64), index=True)  # sha256 of the browser's session nonce
     client_ip: Mapped[str | None] = mapped_column(String(64), index=True)  # the address that started the flow
     shop: Mapped[str | None] = mapped_column(Text)
     account_uuid: Mapped[str | None] = mapped_column(String(36))  # the account the browser was already in
@@ -80,7 +80,7 @@ class FacebookGrant(Base):
     __tablename__ = "facebook_grants"
 
     grant_hash: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the id in the session
-    browser_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the browser's signed-cookie nonce
+    browser_hash: Mapped[str] = mapped_column(String(64), index=True)  # sha256 of the browser's session nonce
     account_uuid: Mapped[str | None] = mapped_column(String(36))  # the account the flow would join
     facebook_user_id: Mapped[str] = mapped_column(Text)
     user_name: Mapped[str | None] = mapped_column(Text)
@@ -88,6 +88,18 @@ class FacebookGrant(Base):
     token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     scopes: Mapped[str] = mapped_column(Text)
     pages: Mapped[str] = mapped_column(Text)  # JSON: [{id, name, category, tasks}]
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class BrowserSession(Base):
+    """A browser's session (service/sessions.py): the cookie carries a random id, this row what the session
+    holds, as JSON. Deleted at logout, so a copy of the cookie opens nothing afterwards."""
+
+    __tablename__ = "browser_sessions"
+
+    session_hash: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256 of the cookie's id
+    data: Mapped[str] = mapped_column(Text)  # JSON: nonce, account, CSRF token, messages, pending grant id
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 

@@ -2,7 +2,7 @@
 
 It lives in the database, so any instance can finish a flow another started. Only its SHA-256 is
 stored (a leaked table cannot be replayed), it is bound to the browser that started the flow (the
-hash of a nonce kept in that browser's signed session cookie), it expires, and the callback that
+hash of a nonce kept in that browser's session), it expires, and the callback that
 uses it deletes it in the same transaction that checked it: it works once. A browser and a client
 address can each hold only so many unfinished flows (429 beyond that).
 """
@@ -145,6 +145,15 @@ async def finish_flow(
         scopes=[scope for scope in row["scopes"].split(",") if scope],
         redirect_uri=row["redirect_uri"],
     )
+
+
+async def forget_browser(store: TokenStore, browser_nonce: str) -> int:
+    """Delete every unfinished flow a browser started (logging out): none of them can finish afterwards."""
+
+    def remove(connection: Connection) -> int:
+        return connection.execute(delete(STATES).where(STATES.c.browser_hash == _digest(browser_nonce))).rowcount
+
+    return int(await store.run_write(remove))
 
 
 def _refuse(row: Any, *, provider: str, browser_hash: str, shop: str | None, now: datetime) -> NoReturn:

@@ -5,7 +5,8 @@ token here (encrypted here with the vault's key ring, so SQLAlchemy, which logs 
 at DEBUG, only ever sees ciphertext) with the Pages' names and tasks, and the browser's session keeps
 a random id. The merchant's choice then re-reads the Page list from Facebook with the
 user token, so a Page token that was not ticked is never written anywhere. Like an OAuth state, a
-grant is bound to the browser that made it, expires, and is deleted by the choice that uses it.
+grant is bound to the browser that made it, expires, and is deleted by the choice that uses it; a
+browser has one at most (a new login deletes the one before), and logging out deletes it.
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ async def hold(store: TokenStore, *, browser_nonce: str, grant: PendingGrant, no
     }
 
     def record(connection: Connection) -> None:
+        # One live grant per browser: a new login replaces the one it left waiting (and its user token).
+        connection.execute(delete(GRANTS).where(GRANTS.c.browser_hash == values["browser_hash"]))
         connection.execute(insert(GRANTS).values(**values))
 
     await store.run_write(record)
@@ -142,6 +145,15 @@ async def release(store: TokenStore, grant_id: str) -> bool:
         return connection.execute(delete(GRANTS).where(GRANTS.c.grant_hash == _digest(grant_id))).rowcount
 
     return bool(await store.run_write(remove))
+
+
+async def forget_browser(store: TokenStore, browser_nonce: str) -> int:
+    """Delete the grant a browser has waiting (logging out): it holds a user token."""
+
+    def remove(connection: Connection) -> int:
+        return connection.execute(delete(GRANTS).where(GRANTS.c.browser_hash == _digest(browser_nonce))).rowcount
+
+    return int(await store.run_write(remove))
 
 
 async def forget_user(store: TokenStore, user_id: str) -> int:

@@ -297,11 +297,16 @@ def _shopify_error(error: str, description: str) -> JSONResponse:
     return JSONResponse({"error": error, "error_description": description}, status_code=400)
 
 
+# A consent page must not be framed by another site (clickjacking an Allow), as the real ones are not.
+PAGE_HEADERS = {"Content-Security-Policy": "frame-ancestors 'none'", "X-Content-Type-Options": "nosniff"}
+
+
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"</head><body>{body}</body></html>",
         status_code=status,
+        headers=PAGE_HEADERS,
     )
 
 
@@ -985,7 +990,8 @@ class Sandbox:
             f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{html.escape(title)} (stand-in)</title>{style}</head>"
-            f"<body>{banner}<main>{body}</main></body></html>"
+            f"<body>{banner}<main>{body}</main></body></html>",
+            headers=PAGE_HEADERS,
         )
 
     async def facebook_send(self, request: Request) -> Response:

@@ -8,6 +8,7 @@ desktop screenshot of the connections page is also copied to PATH (how docs/conn
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -16,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.demo_server import salesbot_server
+from tests.demo_server import free_port, salesbot_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 if not os.path.exists(CHROMIUM) and not os.environ.get("REQUIRE_BROWSER"):
@@ -44,6 +45,15 @@ def box(page, selector: str) -> dict:  # type: ignore[no-untyped-def]
     return page.locator(selector).bounding_box()
 
 
+def policy_violations(page) -> list[str]:  # type: ignore[no-untyped-def]
+    """What Chromium reports refusing under a Content-Security-Policy (a form, a redirect, a style), as it happens."""
+    refused: list[str] = []
+    page.on(
+        "console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text else None
+    )
+    return refused
+
+
 def test_demo_click_through_in_chromium(tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -52,7 +62,10 @@ def test_demo_click_through_in_chromium(tmp_path: Path) -> None:
         browser = driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 900})
-            page.goto(f"{base_url}/")
+            refused = policy_violations(page)
+            first = page.goto(f"{base_url}/")
+            assert first is not None and "frame-ancestors 'none'" in first.headers["content-security-policy"]
+            assert first.headers["x-content-type-options"] == "nosniff"
             body = page.inner_text("body")
             assert "Nothing connected" in body
             # Nothing to send webhooks for yet: no demo buttons, no sentence announcing them.
@@ -150,9 +163,63 @@ def test_demo_click_through_in_chromium(tmp_path: Path) -> None:
             page.wait_for_selector("text=No Page connected.")
             assert "removed at Facebook" in page.inner_text("#messages")
             page.screenshot(path=str(tmp_path / "disconnected-desktop.png"), full_page=True)
+            assert refused == []  # both flows, every form and its redirects, under the pages' policy
         finally:
             browser.close()
         revoked = httpx.get(f"{base_url}/sandbox/revocations", timeout=10).json()
     assert [(r["provider"], r["subject"]) for r in revoked] == [("shopify", SHOP), ("facebook", "9001")]
     for name in ("connections-desktop.png", "connections-375.png", "choose-pages.png", "confirm.png"):
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG"), name
+
+
+# Nine Pages named with 73 Japanese characters each: in a signed cookie with the messages, a 4,913-byte
+# Set-Cookie that Chromium dropped, logging the merchant out with the Pages stored.
+LONG_NAMES = [[str(101 + n), ("アクメ靴店オンラインストア公式ページ" * 5)[:72] + str(n)] for n in range(9)]
+
+
+def test_nine_long_named_pages_and_cross_origin_consent_pages_keep_the_merchant_in(tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    env = {
+        "SALESBOT_DEMO_PAGES": json.dumps(LONG_NAMES),
+        # The stand-ins under another name of the same server: consent pages on another origin, as Shopify's
+        # and Facebook's are, so the pages' form-action meets the redirects a real connect makes.
+        "SALESBOT_DEMO_PROVIDERS_URL": f"http://localhost:{port}",
+    }
+    with salesbot_server("demo", env=env, port=port) as base_url, sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            refused = policy_violations(page)
+            first = page.goto(f"{base_url}/")
+            assert first is not None and f"http://localhost:{port}" in first.headers["content-security-policy"]
+            page.get_by_label("Shop name").fill("acme-outfitters")
+            page.get_by_label("Shop name").press("Enter")
+            page.wait_for_selector("#allow")
+            assert page.url.startswith(f"http://localhost:{port}/sandbox/shopify/")  # another origin
+            page.click("#allow")
+            page.wait_for_selector("#shops")
+            account = page.inner_text("#account-uuid").strip()
+            assert UUID.match(account)
+
+            page.click("#connect-facebook")
+            page.wait_for_selector("#allow")
+            assert page.url.startswith(f"http://localhost:{port}/sandbox/facebook/")
+            page.click("#allow")
+            page.wait_for_selector("#choose-pages")
+            assert page.locator("#choose-pages input[type=checkbox]:checked").count() == 9
+            page.click("#connect-pages")
+            page.wait_for_selector("#pages")
+            # Still signed in: the same account, its nine Pages, the message naming them.
+            assert page.inner_text("#account-uuid").strip() == account
+            assert page.locator("#pages > li").count() == 9
+            assert f"Connected 9 Pages: {LONG_NAMES[0][1]}" in page.inner_text("#messages")
+            [session] = [c for c in page.context.cookies() if c["name"] == "salesbot_session"]
+            assert len(session["value"]) < 100
+            page.reload()
+            assert page.inner_text("#account-uuid").strip() == account
+            page.screenshot(path=str(tmp_path / "nine-pages.png"), full_page=True)
+            assert refused == []
+        finally:
+            browser.close()

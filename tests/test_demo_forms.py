@@ -39,3 +39,53 @@ def test_demo_buttons_need_the_sessions_csrf_token() -> None:
         css = b.get("/static/app.css")
         assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
         assert b.get("/sandbox/revocations").json() == []  # an uninstall webhook revokes nothing at the stand-in
+
+
+def connect_pages(browser: httpx.Client) -> None:
+    consent = browser.get("/facebook/login")
+    action, fields = form_of(consent, "allow")
+    choice = browser.post(action, data=fields)
+    _action, fields = form_of(choice, "connect-pages")
+    done = browser.post("/facebook/pages", data={**fields, "action": "connect", "page": ["101", "102", "103"]})
+    assert done.status_code == 200 and len(view(browser)["pages"]) == 3
+
+
+def test_demo_buttons_act_only_on_this_browsers_own_connections() -> None:
+    with (
+        salesbot_server("demo") as base_url,
+        httpx.Client(base_url=base_url, follow_redirects=True, timeout=10) as owner,
+        httpx.Client(base_url=base_url, follow_redirects=True, timeout=10) as stranger,
+    ):
+        connect_store(owner)
+        connect_pages(owner)
+        before = view(owner)
+        token = view(stranger)["csrf_token"]  # a fresh browser: a session and a CSRF token of its own, no account
+        for path, fields in (
+            ("/demo/uninstall", {"shop": SHOP}),
+            ("/demo/deauthorize", {}),
+            ("/demo/message", {"page_id": "101", "text": "Hi, who are you?"}),
+        ):
+            response = stranger.post(path, data={**fields, "csrf_token": token}, headers={"accept": "text/html"})
+            assert response.status_code == 404 and 'data-code="not_found"' in response.text, path
+        after = view(owner)
+        assert (after["shops"], after["pages"]) == (before["shops"], before["pages"])
+        assert "Shopper" not in stranger.get("/sandbox/messenger").text  # the bot was never written to
+        # The owner's own buttons work.
+        mine = view(owner)["csrf_token"]
+        sent = owner.post("/demo/message", data={"page_id": "101", "text": "Hi!", "csrf_token": mine})
+        assert sent.url.path == "/sandbox/messenger" and "Shopper 7001" in sent.text
+        assert owner.post("/demo/deauthorize", data={"csrf_token": mine}).status_code == 200
+        assert view(owner)["pages"] == []
+
+
+def test_every_demo_response_says_nosniff_and_its_pages_cannot_be_framed() -> None:
+    with salesbot_server("demo") as base_url, httpx.Client(base_url=base_url, follow_redirects=True, timeout=10) as b:
+        connect_store(b)
+        responses = {
+            path: b.get(path)
+            for path in ("/", "/static/app.css", "/sandbox/messenger", "/sandbox/revocations", "/bot/webhook")
+        }
+        responses["consent"] = b.get("/facebook/login")
+    for where, response in responses.items():
+        assert response.headers["x-content-type-options"] == "nosniff", where
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"], where

@@ -139,6 +139,14 @@ async def connect_facebook(
     return response
 
 
+async def to_the_choice(browser: httpx.AsyncClient) -> httpx.Response:
+    """Log in on the stand-in and stop at the app's question: which Pages?"""
+    consent = await browser.get("/facebook/login")
+    form = await click(browser, consent, "allow")
+    assert form.status_code == 200 and form.url.path == "/facebook/pages", form.text
+    return form
+
+
 def checkboxes(page: httpx.Response) -> dict[str, tuple[bool, bool]]:
     """The choice form's Pages: id -> (ticked, disabled)."""
     boxes = {}
@@ -150,7 +158,12 @@ def checkboxes(page: httpx.Response) -> dict[str, tuple[bool, bool]]:
 
 
 async def choose_pages(
-    browser: httpx.AsyncClient, page: httpx.Response, pages: list[str] | None = None, action: str = "connect"
+    browser: httpx.AsyncClient,
+    page: httpx.Response,
+    pages: list[str] | None = None,
+    action: str = "connect",
+    *,
+    follow_redirects: bool = True,
 ) -> httpx.Response:
     """Submit the choice of Pages as a browser would: the ticked boxes (or `pages`), the CSRF token, the button."""
     if page.headers.get("content-type", "").startswith("application/json"):
@@ -162,7 +175,8 @@ async def choose_pages(
         token = fields["csrf_token"]
         boxes = checkboxes(page)
         ticked = [page_id for page_id, (on, _off) in boxes.items() if on] if pages is None else pages
-    return await browser.post("/facebook/pages", data={"csrf_token": token, "action": action, "page": ticked})
+    form = {"csrf_token": token, "action": action, "page": ticked}
+    return await browser.post("/facebook/pages", data=form, follow_redirects=follow_redirects)
 
 
 async def csrf_of(browser: httpx.AsyncClient) -> str:

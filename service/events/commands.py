@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from service import events
+from service.printable import printable
 
 if TYPE_CHECKING:
     from service.vault import TokenStore
@@ -39,11 +40,6 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
     except ValueError:
         raise Refused(f"--since {text!r} is neither a time (2026-12-07T14:00) nor an age (30m, 2h, 7d).") from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def printable(text: object) -> str:
-    """A value as one safe line: control characters (a terminal's escape sequences) shown escaped."""
-    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in str(text))
 
 
 def line(event: LoggedEvent) -> str:

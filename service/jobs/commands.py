@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from service.jobs import DEFAULT_BATCH_SIZE, JobError
+from service.printable import say
 
 if TYPE_CHECKING:
     from service.jobs.progress import Progress
@@ -47,9 +48,9 @@ def _progress(label: str) -> Progress:
 def print_keys(label: str, keys: Sequence[str], *, width: int, limit: int = LISTED_KEYS) -> None:
     """One line per key, at most `limit` of them, then one line that counts the rest."""
     for key in keys[:limit]:
-        print(f"{label:<{width}}  {key}")
+        say(f"{label:<{width}}  {key}")
     if len(keys) > limit:
-        print(f"{label:<{width}}  ... and {len(keys) - limit:,} more ({len(keys):,} {label} in all)")
+        say(f"{label:<{width}}  ... and {len(keys) - limit:,} more ({len(keys):,} {label} in all)")
 
 
 def _status(ok: bool) -> int:
@@ -74,9 +75,9 @@ async def _rotate(args: argparse.Namespace) -> int:
 
 def _print_import(report: Any) -> None:
     for outcome in report.outcomes:
-        print(outcome.line(report.dry_run))
+        say(outcome.line(report.dry_run))
     for warning in report.warnings:
-        print(f"salesbot: warning: {warning}", file=sys.stderr)
+        say(f"salesbot: warning: {warning}", file=sys.stderr)
 
 
 async def _import_env(args: argparse.Namespace) -> int:
@@ -185,7 +186,7 @@ async def _check(args: argparse.Namespace) -> int:
     print_keys("unreadable", report.unreadable, width=10)
     print_keys("dead", report.dead, width=10)
     print_keys("unknown", [f"{key}  ({why})" for key, why in report.unknown], width=10)
-    print(report.table())
+    say(*report.table().splitlines())
     return _status(report.ok)
 
 

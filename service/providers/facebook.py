@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 import httpx
 
 from service import errors
-from service.providers.http import aware_utc, parse_json, send
+from service.providers.http import aware_utc, numeric_id, parse_json, send, shown
 
 # 50 requests of 100 Pages each: far beyond any merchant, and a bound on a Graph that pages forever.
 MAX_PAGE_REQUESTS = 50
@@ -133,6 +133,13 @@ def _page(item: Any) -> Page | None:
     if not isinstance(page_id, str) or not page_id:
         raise errors.ProviderError("a Page in the Page list had no id")
     name, category, tasks = item.get("name"), item.get("category"), item.get("tasks")
+    if not numeric_id(page_id):
+        # It becomes a key, a path segment of our links and a Graph URL: only ever a number.
+        named = f" {shown(name)}" if isinstance(name, str) and name else ""
+        raise errors.InvalidProviderId(
+            f"Facebook's Page list gave the Page{named} the id {shown(page_id)}, which is not a Page id (digits), "
+            "so nothing of this login was stored: try again later."
+        )
     return Page(
         id=page_id,
         name=name if isinstance(name, str) else "",
@@ -207,6 +214,11 @@ class Graph:
         user_id, name = body.get("id"), body.get("name")
         if not isinstance(user_id, str) or not user_id:
             raise errors.ProviderError("the profile response had no id")
+        if not numeric_id(user_id):
+            raise errors.InvalidProviderId(
+                f"Facebook gave the user id {shown(user_id)}, which is not a Facebook id (digits), so nothing of "
+                "this login was stored: try again later."
+            )
         return {"id": user_id, "name": name if isinstance(name, str) else ""}
 
     async def pages(self, user_token: str) -> list[Page]:
@@ -234,7 +246,7 @@ class Graph:
     async def revoke_permissions(self, user_id: str, user_token: str) -> None:
         """Remove the app for this user (`DELETE /{user-id}/permissions`): the user token and every Page
         token of the grant die with it. Graph error 190 (TokenRevoked): the grant was gone already."""
-        if not user_id.isascii() or not user_id.isdigit():
+        if not numeric_id(user_id):
             raise ValueError("a Facebook user id is digits")  # it goes into the URL's path
         url = f"{self._versioned}/{user_id}/permissions"
         body = await self._call("DELETE", url, {}, what="permission removal", token=user_token)

@@ -17,6 +17,17 @@ def aware_utc(now: datetime) -> datetime:
     return now.astimezone(UTC)
 
 
+def shown(value: object, limit: int = 40) -> str:
+    """A provider's value quoted in a message: repr (control characters escaped), cut to `limit` characters."""
+    text = str(value)
+    return repr(text[:limit]) + ("..." if len(text) > limit else "")
+
+
+def numeric_id(value: object, *, limit: int = 64) -> bool:
+    """Whether a provider's id is what Facebook ids are: ASCII digits (never a path, never a dot)."""
+    return isinstance(value, str) and 0 < len(value) <= limit and value.isascii() and value.isdigit()
+
+
 def parse_json(content: bytes) -> Any:
     """The decoded body, or None when it is not JSON (truncated, HTML error pages, nesting bombs)."""
     try:

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 import httpx
 
 from service import errors
-from service.providers.http import aware_utc, parse_json, send
+from service.providers.http import aware_utc, parse_json, send, shown
 
 SHOP_SUFFIX = ".myshopify.com"
 MAX_NAME_LENGTH = 255
@@ -34,6 +34,10 @@ _TIMESTAMP = re.compile(r"[0-9]{1,15}")
 _ERROR_CODE = re.compile(r"[a-z_]{1,64}")
 _PARAM_NAME = re.compile(r"[A-Za-z0-9_.\[\]-]{1,40}")
 _READ_SCOPE = re.compile(r"(unauthenticated_)?read_(.+)")
+# Shopify's access scopes are lower-case words joined by underscores (read_products, write_orders,
+# unauthenticated_read_product_listings, customer_read_orders).
+_SCOPE = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)*")
+MAX_SCOPE_LENGTH = 100
 _REQUIRED_CALLBACK_PARAMS = ("hmac", "shop", "code", "state", "timestamp")
 _UNSIGNED_PARAMS = frozenset({"hmac", "signature"})
 _TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -261,6 +265,12 @@ def _token(body: dict[str, Any], *, now: datetime, what: str) -> ShopifyToken:
     scope = body.get("scope")
     if not isinstance(scope, str):
         raise errors.ProviderError(f"the {what} response had no scope")
+    for granted in _split_scopes(scope):
+        if len(granted) > MAX_SCOPE_LENGTH or not _SCOPE.fullmatch(granted):
+            raise errors.InvalidProviderId(
+                f"the {what} response granted the scope {shown(granted)}, which is not a Shopify scope, so "
+                "nothing of it was stored"
+            )
     refresh_token = body.get("refresh_token")
     if refresh_token is not None and (not isinstance(refresh_token, str) or not refresh_token):
         raise errors.ProviderError(f"the {what} response had an unusable refresh_token")

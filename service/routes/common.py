@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from starlette.datastructures import FormData
@@ -15,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.templating import Jinja2Templates
 from starlette.types import Message
 
-from service.errors import NotConfigured, ServiceError
+from service.errors import NotConfigured, NotFound, ServiceError
 from service.providers import facebook
 from service.settings import Settings
 from service.vault import TokenStore
@@ -29,7 +30,13 @@ def _when(iso: str | None, absent: str) -> str:
     return absent if iso is None else iso[:16].replace("T", " ") + " UTC"
 
 
+def segment(value: object) -> str:
+    """A value as one URL path segment: "/", "." and "%" encoded, so an id can never climb to another route."""
+    return quote(str(value), safe="")
+
+
 templates.env.filters["when"] = _when
+templates.env.filters["segment"] = segment
 
 TITLES = {
     "access_denied": "Nothing was connected",
@@ -48,11 +55,12 @@ TITLES = {
     "csrf_failed": "This form could not be accepted",
     "invalid_choice": "That choice is not on the form",
     "not_found": "Nothing here",
+    "invalid_provider_id": "The provider gave an unexpected answer",
 }
 
 
-# Pages that show an account or an error: never cached, never framed by another site.
-PRIVATE_PAGE_HEADERS = {"Cache-Control": "no-store", "Content-Security-Policy": "frame-ancestors 'none'"}
+# Pages that show an account or an error: never cached. (No page is framed by another site: service/headers.py.)
+PRIVATE_PAGE_HEADERS = {"Cache-Control": "no-store"}
 
 
 @dataclass
@@ -113,7 +121,7 @@ def wants_page(request: Request) -> bool:
 
 
 def browser_nonce(request: Request, *, create: bool) -> str | None:
-    """The random value that identifies this browser in its signed session cookie."""
+    """The random value that identifies this browser in its session (service/sessions.py)."""
     nonce = request.session.get("browser")
     if nonce is None and create:
         nonce = request.session["browser"] = secrets.token_urlsafe(24)
@@ -128,6 +136,14 @@ def client_ip(request: Request) -> str | None:
 def session_account(request: Request) -> str | None:
     account = request.session.get("account")
     return account if isinstance(account, str) else None
+
+
+def own_account(request: Request, *, to: str) -> str:
+    """This browser's account, for a step that acts on its own connections only; NotFound without one."""
+    account = session_account(request)
+    if account is None:
+        raise NotFound(f"This browser has no account, so there is nothing to {to}.")
+    return account
 
 
 async def read_body(request: Request, *, limit: int, too_large: Callable[[], ServiceError]) -> bytes:

@@ -10,15 +10,28 @@ from starlette.routing import Route
 from service import disconnect
 from service.errors import NotFound
 from service.providers import shopify
-from service.routes.common import PRIVATE_PAGE_HEADERS, graph_for, services, session_account, templates, wants_json
+from service.providers.http import numeric_id
+from service.routes.common import (
+    PRIVATE_PAGE_HEADERS,
+    graph_for,
+    own_account,
+    segment,
+    services,
+    templates,
+    wants_json,
+)
 from service.routes.forms import OK, WARNING, back_to_status, checked_form, csrf_token
 
 
 def _account(request: Request) -> str:
-    account = session_account(request)
-    if account is None:
-        raise NotFound("This browser has no account, so there is nothing to disconnect.")
-    return account
+    return own_account(request, to="disconnect")
+
+
+def _page_id(request: Request) -> str:
+    page_id = request.path_params["page_id"]
+    if not numeric_id(page_id):
+        raise NotFound("This account has no Page like that.")
+    return page_id
 
 
 def _confirm(request: Request, label: str, action: str, consequences: list[str]) -> Response:
@@ -40,7 +53,7 @@ async def confirm_shop(request: Request) -> Response:
     return _confirm(
         request,
         label,
-        f"/shopify/{domain}/disconnect",
+        f"/shopify/{segment(domain)}/disconnect",
         [
             f"The bot stops reading {domain}: the app gives up its access at Shopify (which uninstalls it), "
             "and its token is deleted here.",
@@ -60,13 +73,13 @@ async def disconnect_shop(request: Request) -> Response:
 
 
 async def confirm_page(request: Request) -> Response:
-    page_id = request.path_params["page_id"]
+    page_id = _page_id(request)
     record = await disconnect.page_to_disconnect(services(request).store, page_id=page_id, account=_account(request))
     label = disconnect.page_label(record, page_id)
     return _confirm(
         request,
         label,
-        f"/facebook/pages/{page_id}/disconnect",
+        f"/facebook/pages/{segment(page_id)}/disconnect",
         [
             f"The bot stops answering messages for {label}, and its Page token is deleted here.",
             "If it is the last Page your Facebook login connected, the app is removed from your Facebook account too.",
@@ -79,7 +92,7 @@ async def disconnect_page(request: Request) -> Response:
     outcome = await disconnect.disconnect_page(
         services(request).store,
         lambda: graph_for(request),
-        page_id=request.path_params["page_id"],
+        page_id=_page_id(request),
         account=_account(request),
     )
     return _finished(request, outcome)

@@ -108,6 +108,12 @@ async def callback(request: Request) -> Response:
         pages=[GrantPage(page.id, page.name, page.category, page.tasks) for page in pages],
     )
     if pages_routes.needs_choice(grant):
+        # The account rule is asked before the merchant ticks anything: a login it refuses is refused now.
+        preview = await app.store.preview_facebook(
+            user_id=grant.user_id, page_ids=[page.id for page in pages], session_account=grant.account_uuid
+        )
+        if preview.account is None:
+            return refused(request, pages_routes.user_elsewhere())
         return RedirectResponse(await pages_routes.hold_for_choice(request, grant), status_code=303)
     return await pages_routes.connect_grant(request, grant, pages)
 

@@ -17,7 +17,8 @@ from service.routes.common import read_body, read_form, wants_json
 
 CSRF_FIELD = "csrf_token"
 MAX_FORM_BYTES = 16 * 1024  # a form of ours: a token, a few ids
-# The session is a cookie (4 KiB at most in browsers): a few messages, each cut short.
+# Messages wait in the session's row on the server (service/sessions.py), not in the cookie; still a few,
+# each cut short, so a row stays small whatever a provider named things.
 MAX_MESSAGES = 5
 MAX_MESSAGE_LENGTH = 600
 OK, WARNING, ERROR = "ok", "warning", "error"

@@ -11,7 +11,7 @@ message for is stored at once.
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service import keys, outcomes, pending_grants
@@ -31,6 +31,7 @@ from service.routes.forms import WARNING, back_to_status, checked_form, csrf_tok
 from service.vault import TokenWrite
 
 GRANT = "facebook_grant"  # the session's key for the id of its pending grant
+NAMED_PAGES = 5  # a message names this many Pages, then counts the rest
 NO_MESSAGING = (
     "Your role on this Page does not include messaging (the MESSAGING task), so the bot could not answer for "
     "it. A Page admin can give you that task; then connect Facebook again."
@@ -88,28 +89,39 @@ async def connect_grant(request: Request, grant: PendingGrant, pages: list[faceb
         session_account=grant.account_uuid or session_account(request),
     )
     if joined.account is None:
-        return refused(
-            request,
-            FacebookUserOwnedElsewhere(
-                "This Facebook login is already connected to another account, so nothing was changed and this "
-                "browser stays in its own account. To open that account, log out first, then connect Facebook again."
-            ),
-        )
+        return refused(request, user_elsewhere())
     request.session["account"] = joined.account
     connected = [page for page in pages if page.id not in joined.refused_pages]
     outcomes.connected(keys.FACEBOOK, user=grant.user_id, pages=len(connected), account=joined.account)
-    flash(request, _connected(connected, grant))
+    message = _connected(connected, grant)
     if joined.refused_pages:
+        flash(request, message)
         return refused(request, _pages_elsewhere([page for page in pages if page.id in joined.refused_pages], pages))
-    return RedirectResponse("/", status_code=303)
+    if wants_json(request):
+        body = {
+            "status": "connected",
+            "account": joined.account,
+            "pages": [{"page_id": page.id, "name": page.name or None} for page in connected],
+            "message": message,
+        }
+        return JSONResponse(body, headers=PRIVATE_PAGE_HEADERS)
+    return back_to_status(request, message)
+
+
+def user_elsewhere() -> FacebookUserOwnedElsewhere:
+    return FacebookUserOwnedElsewhere(
+        "This Facebook login is already connected to another account, so nothing was changed and this "
+        "browser stays in its own account. To open that account, log out first, then connect Facebook again."
+    )
 
 
 def _connected(pages: list[facebook.Page], grant: PendingGrant) -> str:
     if not pages:
         who = f" as {grant.user_name}" if grant.user_name else ""
         return f"Connected Facebook{who}, but no Page: the bot has no Page to answer for yet."
-    names = ", ".join(page.name or f"Page {page.id}" for page in pages)
-    return f"Connected {names}" if len(pages) == 1 else f"Connected {len(pages)} Pages: {names}"
+    names = ", ".join(page.name or f"Page {page.id}" for page in pages[:NAMED_PAGES])
+    more = f" and {len(pages) - NAMED_PAGES} more" if len(pages) > NAMED_PAGES else ""
+    return f"Connected {names}" if len(pages) == 1 else f"Connected {len(pages)} Pages: {names}{more}"
 
 
 def _pages_elsewhere(refused_pages: list[facebook.Page], offered: list[facebook.Page]) -> PageOwnedElsewhere:

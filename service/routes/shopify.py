@@ -13,15 +13,26 @@ from service import keys, outcomes, revocations
 from service.errors import (
     InvalidCallback,
     InvalidShop,
+    InvalidState,
     NotConfigured,
+    ServiceError,
     ShopOwnedElsewhere,
+    StaleRequest,
     WebhookShopMismatch,
     WebhookUnauthorized,
 )
 from service.models import utcnow
 from service.oauth_state import begin_flow, finish_flow
 from service.providers import shopify
-from service.routes.common import browser_nonce, client_ip, read_body, require_settings, services, session_account
+from service.routes.common import (
+    browser_nonce,
+    client_ip,
+    read_body,
+    require_settings,
+    services,
+    session_account,
+    wants_json,
+)
 from service.routes.forms import back_to_status, refused
 from service.settings import Settings
 from service.vault import TokenWrite
@@ -72,15 +83,20 @@ async def login(request: Request) -> Response:
 async def callback(request: Request) -> Response:
     app = services(request)
     client_id, secret, _redirect_uri = _credentials(app.settings)
-    params = shopify.verify_callback(list(request.query_params.multi_items()), secret=secret, now=time.time())
-    domain = shopify.normalize_shop(params["shop"])
-    flow = await finish_flow(
-        app.store,
-        state=params["state"],
-        provider=keys.SHOPIFY,
-        browser_nonce=browser_nonce(request, create=False),
-        shop=domain,
-    )
+    try:
+        params = shopify.verify_callback(list(request.query_params.multi_items()), secret=secret, now=time.time())
+        domain = shopify.normalize_shop(params["shop"])
+        flow = await finish_flow(
+            app.store,
+            state=params["state"],
+            provider=keys.SHOPIFY,
+            browser_nonce=browser_nonce(request, create=False),
+            shop=domain,
+        )
+    except (InvalidState, StaleRequest) as error:
+        # Both come after the HMAC held, so Shopify sent this callback: a finished install coming back
+        # (the browser's Back button) for a store this browser's account holds is no error.
+        return await _already_connected(request, error)
     token = await shopify.exchange_code(
         app.http,
         admin_base=shopify.admin_base_url(app.settings.shopify_admin_base_url, domain),
@@ -122,6 +138,18 @@ async def callback(request: Request) -> Response:
     request.session["account"] = joined.account
     outcomes.connected(keys.SHOPIFY, shop=domain, account=joined.account)
     return back_to_status(request, f"Connected {domain}" + (f" ({name})" if name else ""))
+
+
+async def _already_connected(request: Request, error: ServiceError) -> Response:
+    account = session_account(request)
+    try:
+        domain = shopify.normalize_shop(request.query_params.get("shop", ""))
+    except InvalidShop:
+        raise error from None
+    link = keys.shopify_uuid_key(shopify.shop_key(domain))
+    if wants_json(request) or account is None or await services(request).store.account_of(link) != account:
+        raise error
+    return back_to_status(request, f"{domain} is already connected.")
 
 
 def _triggered_at(request: Request) -> datetime | None:

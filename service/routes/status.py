@@ -13,10 +13,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from service import keys
+from service import keys, oauth_state, pending_grants
 from service.events.words import described
 from service.models import utcnow
-from service.routes.common import PRIVATE_PAGE_HEADERS, services, session_account, templates, wants_json
+from service.routes.common import (
+    PRIVATE_PAGE_HEADERS,
+    browser_nonce,
+    services,
+    session_account,
+    templates,
+    wants_json,
+)
 from service.routes.forms import checked_form, csrf_token, take_messages
 from service.vault import TokenRecord
 
@@ -119,13 +126,20 @@ async def status_page(request: Request) -> Response:
     if wants_json(request):
         # A script that wants to POST a form (disconnect, log out) takes the token from here.
         return JSONResponse({**view, "csrf_token": csrf_token(request)}, headers=PRIVATE_PAGE_HEADERS)
-    context = {**view, "demo": app.demo is not None, "csrf_token": csrf_token(request)}
+    # Only an account's page has forms that POST: an anonymous view makes no session (crawlers make no rows).
+    context = {**view, "demo": app.demo is not None, "csrf_token": csrf_token(request) if account else None}
     return templates.TemplateResponse(request, "status.html", context, headers=PRIVATE_PAGE_HEADERS)
 
 
 async def logout(request: Request) -> Response:
-    """Forget this browser's account and pending sign-ins (its session cookie is cleared)."""
+    """End this browser's session on the server (service/sessions.py deletes it: a copy of the cookie opens
+    nothing afterwards), with its unfinished sign-ins and the Facebook grant it left waiting."""
     await checked_form(request)
+    nonce = browser_nonce(request, create=False)
+    if nonce is not None:
+        store = services(request).store
+        await pending_grants.forget_browser(store, nonce)
+        await oauth_state.forget_browser(store, nonce)
     request.session.clear()
     if wants_json(request):
         return JSONResponse({"status": "logged_out"}, headers=PRIVATE_PAGE_HEADERS)

@@ -2,12 +2,15 @@
 
 A store opened in any process (not only the web app) can refresh Shopify tokens and hand out API
 clients from settings alone: it builds what it was not given on first use and closes it with itself.
+Each bot client sends only under its provider's base URL (`Within`): a request or a redirect anywhere
+else is refused before it is sent, so the token its auth adds never reaches another host.
 """
 
 from __future__ import annotations
 
 import httpx
 
+from service.errors import ForeignHost
 from service.providers.shopify import admin_base_url
 from service.settings import Settings
 
@@ -26,6 +29,41 @@ class _Borrowed(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         pass  # the owner (Outbound) closes the inner transport
+
+
+class Within(httpx.AsyncBaseTransport):
+    """Sends only to URLs under `base` (same scheme, host and port, and under its path): every request a
+    client makes passes here, redirects included, so this is the one place that keeps a token at home."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, base: str, provider: str) -> None:
+        self.inner = inner
+        self.base = httpx.URL(base)
+        self.provider = provider
+
+    def allows(self, url: httpx.URL) -> bool:
+        if (url.scheme, url.host, _port(url)) != (self.base.scheme, self.base.host, _port(self.base)):
+            return False
+        prefix = self.base.path.rstrip("/")
+        segments = url.path.split("/")
+        # Dot segments ("..", or "%2e%2e" decoded) could climb out of the prefix on the server's side.
+        return (url.path == prefix or url.path.startswith(prefix + "/")) and not {".", ".."} & set(segments)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not self.allows(request.url):
+            host = request.url.host
+            where = host if host.isascii() and host.isprintable() else "another host"
+            raise ForeignHost(
+                f"The {self.provider} client sends only to {self.base.scheme}://{self.base.netloc.decode()}"
+                f"{self.base.path.rstrip('/')}/...; a request to {where} was refused before it was sent."
+            )
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def _port(url: httpx.URL) -> int | None:
+    return url.port or {"http": 80, "https": 443}.get(url.scheme)
 
 
 class Outbound:
@@ -53,13 +91,18 @@ class Outbound:
             self._own_client = httpx.AsyncClient(transport=self._transport(), timeout=self.timeout)
         return self._own_client
 
-    def client(self, *, base_url: str, auth: httpx.Auth) -> httpx.AsyncClient:
-        """A client for the bot: its base URL and auth, on the shared pool (cheap to make per use)."""
-        return httpx.AsyncClient(base_url=base_url, auth=auth, transport=self._transport(), timeout=self.timeout)
+    def client(self, *, base_url: str, auth: httpx.Auth, within: str, provider: str) -> httpx.AsyncClient:
+        """A client for the bot: its base URL and auth, on the shared pool (cheap to make per use), sending
+        only under `within` (the provider's host, as its settings build it)."""
+        transport = Within(self._transport(), within, provider)
+        return httpx.AsyncClient(base_url=base_url, auth=auth, transport=transport, timeout=self.timeout)
+
+    def shopify_admin(self, domain: str) -> str:
+        """The shop's Admin host, as SHOPIFY_ADMIN_BASE_URL builds it: where its token may go."""
+        return admin_base_url(self.settings.shopify_admin_base_url, domain)
 
     def shopify_base_url(self, domain: str) -> str:
-        base = admin_base_url(self.settings.shopify_admin_base_url, domain)
-        return f"{base}/admin/api/{self.settings.shopify_api_version}/"
+        return f"{self.shopify_admin(domain)}/admin/api/{self.settings.shopify_api_version}/"
 
     def graph_base_url(self) -> str:
         return f"{self.settings.facebook_graph_base_url}/{self.settings.facebook_graph_version}/"

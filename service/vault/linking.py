@@ -102,6 +102,47 @@ def connect_shop(
     return ReadWrite(_reads([link_key, token.key], session_account), decide, locks=[link_key])
 
 
+def _facebook_decision(
+    found: list[list[Any]],
+    *,
+    user_id: str,
+    user_key: str,
+    links: dict[str, str],
+    tokens: dict[str, str],
+    session_account: str | None,
+) -> Joined:
+    """The account a Facebook grant joins and the Pages refused in it, or a conflict (nothing written)."""
+    rows, session_exists = _rows(found)
+
+    def owner(page_id: str) -> str | None:
+        # Links written before owners were recorded: the user whose grant gave the Page's token.
+        for key in (links[page_id], tokens[page_id]):
+            row = rows.get(key)
+            if row is not None and row.granted_by is not None:
+                return row.granted_by
+        return None
+
+    linked = {page_id: account for page_id in links if (account := _linked(rows, links[page_id], tokens[page_id]))}
+    mine = {page_id for page_id in linked if owner(page_id) == user_id}
+    # The accounts this user's identity already holds links in: their own Pages and their user token.
+    known = {linked[page_id] for page_id in mine}
+    user_row = rows.get(user_key)
+    if user_row is not None and user_row.account is not None:
+        known.add(user_row.account)
+    session = session_account if session_exists else None
+    if len(known) > 1 or (known and session is not None and session not in known):
+        return Joined(None, FACEBOOK_USER_ELSEWHERE)
+    account = next(iter(known), None) or session or str(uuid.uuid4())
+    # Another user's Page stays as it is. A linked Page with no known owner (imported, say) is taken
+    # only inside its own account, which this browser entered through another of its identities.
+    refused = tuple(
+        page_id
+        for page_id, page_account in linked.items()
+        if page_id not in mine and (owner(page_id) is not None or page_account != account)
+    )
+    return Joined(account, refused_pages=refused)
+
+
 def connect_facebook(
     recorder: Recorder,
     now: datetime,
@@ -120,46 +161,40 @@ def connect_facebook(
     tokens = {page_id: keys.page_token_key(page_id) for page_id, _ in pages}
 
     def decide(found: list[list[Any]]) -> tuple[Plan, Joined]:
-        rows, session_exists = _rows(found)
-
-        def owner(page_id: str) -> str | None:
-            # Links written before owners were recorded: the user whose grant gave the Page's token.
-            for key in (links[page_id], tokens[page_id]):
-                row = rows.get(key)
-                if row is not None and row.granted_by is not None:
-                    return row.granted_by
-            return None
-
-        linked = {page_id: account for page_id in links if (account := _linked(rows, links[page_id], tokens[page_id]))}
-        mine = {page_id for page_id in linked if owner(page_id) == user_id}
-        # The accounts this user's identity already holds links in: their own Pages and their user token.
-        known = {linked[page_id] for page_id in mine}
-        user_row = rows.get(user_token.key)
-        if user_row is not None and user_row.account is not None:
-            known.add(user_row.account)
-        session = session_account if session_exists else None
-        if len(known) > 1 or (known and session is not None and session not in known):
-            return Plan(), Joined(None, FACEBOOK_USER_ELSEWHERE)
-        account = next(iter(known), None) or session or str(uuid.uuid4())
-        # Another user's Page stays as it is. A linked Page with no known owner (imported, say) is taken
-        # only inside its own account, which this browser entered through another of its identities.
-        refused = tuple(
-            page_id
-            for page_id, page_account in linked.items()
-            if page_id not in mine and (owner(page_id) is not None or page_account != account)
+        joined = _facebook_decision(
+            found, user_id=user_id, user_key=user_token.key, links=links, tokens=tokens, session_account=session_account
         )
-        allowed = [(page_id, write) for page_id, write in pages if page_id not in refused]
+        if joined.account is None:
+            return Plan(), joined
+        allowed = [(page_id, write) for page_id, write in pages if page_id not in joined.refused_pages]
         plan = _plan(
             recorder.ring,
             now,
-            account,
+            joined.account,
             [user_token, *(write for _, write in allowed)],
-            [_link(links[page_id], account, granted_by=user_id) for page_id, _ in allowed],
+            [_link(links[page_id], joined.account, granted_by=user_id) for page_id, _ in allowed],
         )
-        connected = [_connected(rows, user_token, None, account)]
-        connected += [_connected(rows, write, links[page_id], account) for page_id, write in allowed]
+        rows, _session_exists = _rows(found)
+        connected = [_connected(rows, user_token, None, joined.account)]
+        connected += [_connected(rows, write, links[page_id], joined.account) for page_id, write in allowed]
         recorder.record(plan, connected, now=now)
-        return plan, Joined(account, refused_pages=refused)
+        return plan, joined
 
     wanted = [user_token.key, *links.values(), *tokens.values()]
     return ReadWrite(_reads(wanted, session_account), decide, locks=[user_token.key, *links.values()])
+
+
+def facebook_preview(*, user_id: str, page_ids: Sequence[str], session_account: str | None) -> ReadWrite:
+    """connect_facebook's decision for a grant, writing nothing: asked before the merchant is shown the
+    choice of Pages, so a login the rule refuses is refused then, not after the ticking."""
+    links = {page_id: keys.page_uuid_key(page_id) for page_id in page_ids}
+    tokens = {page_id: keys.page_token_key(page_id) for page_id in page_ids}
+    user_key = keys.facebook_user_token_key(user_id)
+
+    def decide(found: list[list[Any]]) -> tuple[Plan, Joined]:
+        joined = _facebook_decision(
+            found, user_id=user_id, user_key=user_key, links=links, tokens=tokens, session_account=session_account
+        )
+        return Plan(), joined
+
+    return ReadWrite(_reads([user_key, *links.values(), *tokens.values()], session_account), decide)

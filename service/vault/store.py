@@ -337,6 +337,11 @@ class TokenStore:
         )
         return (await self.read_write(unit)).result  # type: ignore[no-any-return]
 
+    async def preview_facebook(self, *, user_id: str, page_ids: Sequence[str], session_account: str | None) -> Joined:
+        """What connect_facebook would decide for this grant and browser, writing nothing (vault/linking.py)."""
+        unit = linking.facebook_preview(user_id=user_id, page_ids=page_ids, session_account=session_account)
+        return (await self.read_write(unit)).result  # type: ignore[no-any-return]
+
     async def forget_shop(
         self,
         shop_key: str,
@@ -469,7 +474,8 @@ class TokenStore:
             return found
 
         auth = ShopifyAuth(domain, token)
-        async with self._outbound.client(base_url=self._outbound.shopify_base_url(domain), auth=auth) as client:
+        base, within = self._outbound.shopify_base_url(domain), self._outbound.shopify_admin(domain)
+        async with self._outbound.client(base_url=base, auth=auth, within=within, provider="Shopify") as client:
             yield client
 
     @contextlib.asynccontextmanager
@@ -497,7 +503,8 @@ class TokenStore:
             await self.mark_token_dead(key, refused)
 
         auth = GraphAuth(page_id, token, str(self.settings.facebook_app_secret), dead)
-        async with self._outbound.client(base_url=self._outbound.graph_base_url(), auth=auth) as client:
+        base, within = self._outbound.graph_base_url(), self.settings.facebook_graph_base_url
+        async with self._outbound.client(base_url=base, auth=auth, within=within, provider="Graph") as client:
             yield client
 
     async def take_refresh_lease(self, key: str, *, now: datetime, until: datetime) -> bool:

@@ -7,7 +7,10 @@ import asyncio
 import hashlib
 import hmac
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 import uvicorn
 
 from service.bot_example import create_bot
@@ -25,6 +29,8 @@ from service.sandbox import Sandbox
 from service.settings import Settings
 from service.vault import TokenStore
 from tests.bot.helpers import SHOP, SHOP_KEY, bot_store, connect_merchant
+from tests.conftest import base_environ
+from tests.demo_server import free_port, stop
 from tests.web import FACEBOOK_SECRET, Web, choose_pages, click, csrf_of, running_app
 
 VERIFY = "a-verify-token-of-ours"
@@ -150,3 +156,99 @@ async def shopper_writes(base_url: str, settings: Settings, sandbox: Sandbox) ->
         # The demo page's button: the sandbox sends the signed webhook to the bot at /bot.
         form = {"csrf_token": await csrf_of(browser), "page_id": "101", "text": "Any shoes?"}
         return old, await browser.post("/demo/message", data=form)
+
+
+# --- safe to copy --------------------------------------------------------------------------------
+
+
+async def test_a_redelivered_message_is_answered_once(migrated: Settings) -> None:
+    async with running_app(migrated.database_url) as web:
+        await connect_merchant(web)
+        body, headers = web.sandbox.messenger_webhook(page_id="101", psid="7001", text="Hi")
+        async with bot_store(web) as store:
+            with bot_client(web, store) as bot:
+                for _ in range(3):  # Meta sends again when our 200 was slow or lost
+                    assert (await bot.post("/webhook", content=body, headers=headers)).status_code == 200
+                assert len(web.sandbox.sent_messages()) == 1
+                other, headers = web.sandbox.messenger_webhook(page_id="101", psid="7001", text="Hi")  # a new mid
+                assert (await bot.post("/webhook", content=other, headers=headers)).status_code == 200
+        assert len(web.sandbox.sent_messages()) == 2
+
+
+def test_the_seen_ids_are_bounded_in_time_and_number() -> None:
+    from service.bot_example import Seen
+
+    seen = Seen(window=600, limit=3)
+    assert seen.first_time("a", now=0) and not seen.first_time("a", now=599)
+    assert seen.first_time("a", now=601)  # forgotten after the window
+    for n, name in enumerate("bcd"):
+        assert seen.first_time(name, now=602 + n)
+    assert seen.first_time("a", now=606)  # the oldest went when the fourth came
+
+
+async def test_a_signed_but_malformed_event_is_answered_200_and_logged(
+    migrated: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = {"sender": {"id": "7001"}, "recipient": {"id": "101"}, "message": {"mid": "m_1", "text": "Hi"}}
+    malformed = [
+        b"not json",
+        b"[1, 2]",
+        json.dumps({"object": "user", "entry": []}).encode(),
+        json.dumps({"object": "page", "entry": 7}).encode(),
+        json.dumps(
+            {"object": "page", "entry": [{"messaging": [{"sender": "7001", "message": {"text": "x"}}]}]}
+        ).encode(),
+        # One readable message beside unreadable items: it is answered, the rest logged.
+        json.dumps(
+            {"object": "page", "entry": [{"messaging": [{"message": {"mid": 5, "text": ["x"]}}, good]}, "junk"]}
+        ).encode(),
+    ]
+    async with running_app(migrated.database_url) as web:
+        await connect_merchant(web)
+        async with bot_store(web) as store:
+            with bot_client(web, store) as bot:
+                for body in malformed:
+                    response = await bot.post("/webhook", content=body, headers=signed(body))
+                    assert response.status_code == 200, body
+        [reply] = web.sandbox.sent_messages()
+        assert reply.psid == "7001"
+    warnings = [r.getMessage() for r in caplog.records if r.name == "salesbot.bot_example" and r.levelname == "WARNING"]
+    assert len(warnings) == len(malformed) and all("ignored" in warning for warning in warnings)
+
+
+def test_the_bot_runs_without_an_access_log_that_prints_the_verify_token(migrated: Settings, tmp_path: Path) -> None:
+    port = free_port()
+    secret_token = "verify-token-that-must-not-be-logged"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("STATE_TOKEN", "TOKEN_", "DATABASE", "FACEBOOK_"))},
+        **base_environ(DATABASE_URL=migrated.database_url, FACEBOOK_APP_SECRET=FACEBOOK_SECRET),
+        "MESSENGER_VERIFY_TOKEN": secret_token,
+    }
+    with open(tmp_path / "bot.log", "w+b") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service.bot_example", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            stdout=output,
+            stderr=output,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}/webhook"
+            params = {"hub.mode": "subscribe", "hub.verify_token": secret_token, "hub.challenge": "4711"}
+            deadline = time.monotonic() + 30
+            while True:
+                assert process.poll() is None and time.monotonic() < deadline, "the bot did not start"
+                try:
+                    answer = httpx.get(url, params=params, timeout=1)
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.05)
+            assert (answer.status_code, answer.text) == (200, "4711")
+            body = b"signed, but not JSON"
+            assert httpx.post(url, content=body, headers=signed(body), timeout=5).status_code == 200
+        finally:
+            stop(process)
+        output.seek(0)
+        printed = output.read().decode(errors="replace")
+    assert "not a Page event" in printed  # it does log: what it logs carries no verify token
+    assert secret_token not in printed and "hub.verify_token" not in printed

@@ -432,6 +432,7 @@ def test_check_scopes_missing(requested: list[str], granted: str, missing: list[
 
 # --- the token endpoint --------------------------------------------------------------------------
 
+
 def raw_answer(status: int, content: bytes) -> Respond:
     return lambda request: httpx.Response(status, content=content)
 
@@ -556,6 +557,22 @@ async def test_exchange_code_failures(respond: Respond, message: str) -> None:
     assert_hidden(caught.value, CODE, CLIENT_SECRET, "shpat_trunc")
 
 
+@pytest.mark.asyncio
+async def test_granted_scopes_follow_shopifys_grammar() -> None:
+    real = "read_products,write_orders,unauthenticated_read_product_listings,read_all_orders,customer_read_orders"
+    assert (await exchange(Fake(answer(200, {**EXPIRING, "scope": real})))).scopes == real.split(",")
+    for bad in (
+        "read_products,read orders",
+        "read_products,../x",
+        "Read_products",
+        "read_\x1b[2J",
+        "read_" + "x" * 100,
+    ):
+        with pytest.raises(errors.InvalidProviderId) as caught:
+            await exchange(Fake(answer(200, {**EXPIRING, "scope": bad})))
+        assert caught.value.code == "invalid_provider_id" and "\x1b" not in caught.value.message
+
+
 @pytest.mark.parametrize(
     "exc",
     [
@@ -600,9 +617,7 @@ class TokenEndpoint:
         )
 
 
-async def refresh(
-    transport: Callable[[httpx.Request], httpx.Response], refresh_token: str
-) -> shopify.ShopifyToken:
+async def refresh(transport: Callable[[httpx.Request], httpx.Response], refresh_token: str) -> shopify.ShopifyToken:
     async with httpx.AsyncClient(transport=httpx.MockTransport(transport)) as client:
         return await shopify.refresh_access_token(
             client,

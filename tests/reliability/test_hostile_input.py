@@ -50,6 +50,7 @@ STABLE_CODES = {
     "not_found",
     "method_not_allowed",
     "http_error",
+    "already_connected",  # not an error: the Back button's message on the status page (see refused())
 }
 SHOP = "acme-7cu19ngr.myshopify.com"
 
@@ -108,16 +109,32 @@ def stable_code(headers: dict[bytes, bytes], body: bytes) -> str:
 
 
 async def refused(
-    h: Hostile, method: str, path: str, query: bytes = b"", headers=(), body: bytes = b"", *, allowed=(), cancel=False
+    h: Hostile,
+    method: str,
+    path: str,
+    query: bytes = b"",
+    headers=(),
+    body: bytes = b"",
+    *,
+    allowed=(),
+    cancel=False,
+    already_connected=False,
 ):
     """Send it; assert 4xx + stable code, no redirect, no outbound request, nothing stored; return the code.
     With `cancel`, a callback that carries an error (the merchant cancelled) may instead end on the status
-    page: a redirect to "/" exactly, where the message waits."""
+    page: a redirect to "/" exactly, where the message waits. With `already_connected`, so may a Shopify
+    callback Shopify signed for the store this browser's account holds (the Back button after an install),
+    its message saying so."""
     before, states, outbound = await snapshot(h.web.store), await count_states(h.web.store), len(h.web.outbound.urls)
     status, response_headers, response_body = await asgi(h.web.app, method, path, query, list(headers), body)
     if cancel and status == 303:
         assert response_headers[b"location"] == b"/", response_headers
         code = "access_denied"
+    elif already_connected and status == 303:
+        assert response_headers[b"location"] == b"/", response_headers
+        _status, _headers, page = await asgi(h.web.app, "GET", "/", b"", list(headers))
+        assert b"acme-7cu19ngr.myshopify.com is already connected" in page
+        code = "already_connected"
     else:
         assert 400 <= status < 500, (status, response_body[:200])
         code = stable_code(response_headers, response_body)
@@ -237,14 +254,18 @@ async def test_shopify_callback_forged_stale_replayed(hostile: Hostile, shop, st
     query = signed_query(pairs, secret)
     if truncate:
         query = query[: max(0, len(query) - truncate)]
-    await refused(hostile, "GET", "/shopify/callback", query, with_cookie(hostile, True))
+    # Signed with our secret for the store of the browser's own account: "already connected" at most.
+    owned = secret == SHOPIFY_SECRET and shop == SHOP
+    await refused(hostile, "GET", "/shopify/callback", query, with_cookie(hostile, True), already_connected=owned)
 
 
 async def test_the_real_callback_replayed_is_refused(hostile: Hostile) -> None:
-    code = await refused(
-        hostile, "GET", "/shopify/callback", hostile.replay_shopify.encode(), with_cookie(hostile, True)
-    )
+    query = hostile.replay_shopify.encode()
+    code = await refused(hostile, "GET", "/shopify/callback", query, with_cookie(hostile, False))
     assert code in ("invalid_state", "stale_timestamp")
+    # The browser that finished it, with the Back button: the store is there already, and nothing changes.
+    code = await refused(hostile, "GET", "/shopify/callback", query, with_cookie(hostile, True), already_connected=True)
+    assert code == "already_connected"
 
 
 # --- Shopify login and shop names: no redirect anywhere but the configured stand-in -------------------------

@@ -27,6 +27,7 @@ from tests.web import (
     form_of,
     running_app,
     status_json,
+    to_the_choice,
 )
 
 SHOP = "acme-7cu19ngr.myshopify.com"
@@ -41,15 +42,6 @@ def page_tokens_issued(web: Web, page_id: str) -> set[str]:
 async def grants(web: Web) -> list[tuple]:
     async with web.store.engine.connect() as connection:
         return list((await connection.execute(text("SELECT * FROM facebook_grants"))).all())
-
-
-async def to_the_choice(web: Web, browser: httpx.AsyncClient | None = None) -> httpx.Response:
-    """Log in on the stand-in and stop at the app's question: which Pages?"""
-    browser = browser or web.browser
-    consent = await browser.get("/facebook/login")
-    form = await click(browser, consent, "allow")
-    assert form.status_code == 200 and form.url.path == "/facebook/pages", form.text
-    return form
 
 
 # --- names ---------------------------------------------------------------------------------------
@@ -89,7 +81,7 @@ async def test_a_shop_name_shopify_does_not_give_does_not_stop_the_connect(migra
 
 async def test_only_the_ticked_pages_are_stored_and_the_others_tokens_never_written(migrated: Settings) -> None:
     async with running_app(migrated.database_url) as web:
-        form = await to_the_choice(web)
+        form = await to_the_choice(web.browser)
         assert checkboxes(form) == {"101": (True, False), "102": (True, False), "103": (True, False)}
         assert await snapshot(web.store) == []  # nothing stored before the choice
         (waiting,) = await grants(web)
@@ -114,7 +106,7 @@ async def test_only_the_ticked_pages_are_stored_and_the_others_tokens_never_writ
 async def test_a_page_without_messaging_is_shown_but_cannot_be_chosen(migrated: Settings) -> None:
     async with running_app(migrated.database_url) as web:
         web.sandbox.config.page_tasks = {"102": ["ANALYZE", "CREATE_CONTENT"]}
-        form = await to_the_choice(web)
+        form = await to_the_choice(web.browser)
         assert checkboxes(form) == {"101": (True, False), "102": (False, True), "103": (True, False)}
         assert "Acme Outlet" in form.text and "does not include messaging" in form.text
         assert 'aria-describedby="reason-102"' in form.text
@@ -142,7 +134,7 @@ async def test_one_page_it_can_message_for_is_connected_without_a_question(migra
 async def test_cancel_or_nothing_ticked_stores_nothing_and_the_grant_is_gone(migrated: Settings) -> None:
     async with running_app(migrated.database_url) as web:
         for action, pages, message in (("cancel", None, "you cancelled"), ("connect", [], "none was ticked")):
-            form = await to_the_choice(web)
+            form = await to_the_choice(web.browser)
             done = await choose_pages(web.browser, form, pages, action=action)
             assert done.url.path == "/" and message in done.text
             assert await snapshot(web.store) == [] and await grants(web) == []
@@ -152,7 +144,7 @@ async def test_cancel_or_nothing_ticked_stores_nothing_and_the_grant_is_gone(mig
 
 async def test_a_choice_works_once_and_only_in_the_browser_that_logged_in(migrated: Settings) -> None:
     async with running_app(migrated.database_url) as web:
-        form = await to_the_choice(web)
+        form = await to_the_choice(web.browser)
         async with web.new_browser() as other:
             elsewhere = await other.get("/facebook/pages")
             assert elsewhere.status_code == 400 and error_code(elsewhere) == "invalid_state"
@@ -165,7 +157,7 @@ async def test_a_choice_works_once_and_only_in_the_browser_that_logged_in(migrat
 
 async def test_pages_that_changed_at_facebook_meanwhile_store_nothing(migrated: Settings) -> None:
     async with running_app(migrated.database_url) as web:
-        form = await to_the_choice(web)
+        form = await to_the_choice(web.browser)
         web.sandbox.config.page_tasks = {"103": ["ANALYZE"]}  # the merchant lost messaging on 103 meanwhile
         response = await choose_pages(web.browser, form)
         assert response.status_code == 409 and error_code(response) == "pages_changed"
@@ -190,7 +182,7 @@ async def test_a_script_chooses_through_json(migrated: Settings) -> None:
 
 async def test_removing_the_app_on_facebook_drops_a_login_waiting_for_its_choice(migrated: Settings) -> None:
     async with running_app(migrated.database_url) as web:
-        await to_the_choice(web)
+        await to_the_choice(web.browser)
         signed = web.sandbox.facebook_signed_request({"user_id": "9001"})
         assert (await web.browser.post("/facebook/deauthorize", data={"signed_request": signed})).status_code == 200
         assert await grants(web) == []
@@ -204,7 +196,7 @@ async def test_each_step_leaves_a_message_shown_once(migrated: Settings) -> None
         done = await connect_shopify(web.browser)
         assert f"Connected {SHOP}" in done.text and 'role="status"' in done.text
         assert f"Connected {SHOP}" not in (await web.browser.get("/")).text
-        form = await to_the_choice(web)
+        form = await to_the_choice(web.browser)
         _action, fields = form_of(form, "connect-pages")
         chosen = {"csrf_token": fields["csrf_token"], "action": "connect", "page": ["101", "102"]}
         response = await web.browser.post("/facebook/pages", data=chosen, follow_redirects=False)
@@ -325,7 +317,7 @@ async def test_a_script_disconnects_with_json(migrated: Settings) -> None:
 async def test_every_form_needs_this_sessions_csrf_token(migrated: Settings) -> None:
     async with running_app(migrated.database_url) as web:
         await connected(web)
-        await to_the_choice(web)  # a login waiting for its choice, for the Pages form
+        await to_the_choice(web.browser)  # a login waiting for its choice, for the Pages form
         async with web.new_browser() as other:
             await other.get("/")
             foreign = await csrf_of(other)  # a real token, of another session

@@ -125,11 +125,24 @@ async def test_state_is_checked_for_browser_shop_expiry_and_reuse(migrated: Sett
         await other.aclose()
 
 
-async def test_a_replayed_callback_is_refused(migrated: Settings) -> None:
+async def test_a_replayed_callback_is_refused_but_the_back_button_finds_the_store_connected(migrated: Settings) -> None:
     async with running_app(migrated.database_url) as web:
         done = await connect_shopify(web.browser)
         callback_url = next(str(r.url) for r in done.history if "/shopify/callback" in str(r.url))
-        await rejected(web, callback_url, "invalid_state")
+        before = await snapshot(web.store)
+        # The Back button after a finished install: the used state comes back from the browser that used it.
+        back = await web.browser.get(callback_url)
+        assert back.status_code == 200 and back.url.path == "/", back.text
+        assert "acme-7cu19ngr.myshopify.com is already connected" in back.text and "invalid_state" not in back.text
+        assert await snapshot(web.store) == before
+        # Anyone else replaying it is refused as before: no session, or a session without the store.
+        async with web.new_browser() as other:
+            await rejected(web, callback_url, "invalid_state", browser=other)
+            await connect_shopify(other, "others-shop")
+            await rejected(web, callback_url, "invalid_state", browser=other)
+        # A script gets the error, whoever it is.
+        response = await web.browser.get(callback_url, headers={"accept": "application/json"})
+        assert response.status_code == 400 and response.json()["error"] == "invalid_state"
 
 
 async def test_fewer_scopes_than_asked_stores_nothing(migrated: Settings) -> None:
