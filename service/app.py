@@ -1,5 +1,6 @@
 """create_app: the routes, the middleware, and a lifespan that opens the store and the HTTP client,
-prunes old rows on a schedule (service/housekeeping.py) and delivers events to EVENTS_WEBHOOK_URL
+prunes old rows on a schedule (service/housekeeping.py), runs the sweep (service/sweep.py), counts
+connections by health (service/health_gauge.py) and delivers events to EVENTS_WEBHOOK_URL
 (service/events/webhook.py).
 
 Errors become responses in one place: a ServiceError is a page (or JSON) with its status and code;
@@ -29,7 +30,7 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import health_gauge, housekeeping, metrics, outcomes
+from service import health_gauge, housekeeping, metrics, outcomes, sweep
 from service.canonical_host import CanonicalHost
 from service.crypto import KeyRing
 from service.db import is_unavailable
@@ -144,6 +145,7 @@ def create_app(
     extra_routes: Sequence[BaseRoute] = (),
     demo: Any = None,
     prune_every: float = housekeeping.PRUNE_EVERY,
+    sweep_every: float = sweep.SWEEP_EVERY,
 ) -> Starlette:
     KeyRing.from_settings(settings)  # a bad key fails here, before anything listens
     redact_http_logs()  # httpx logs full URLs at INFO, and Graph URLs carry secrets and codes
@@ -160,6 +162,7 @@ def create_app(
                 # Each in one process at a time across workers and instances (service/leadership.py).
                 background = [
                     asyncio.create_task(housekeeping.prune_periodically(store, prune_every)),
+                    asyncio.create_task(sweep.sweep_periodically(store, http, sweep_every)),
                     asyncio.create_task(health_gauge.count_periodically(store)),
                 ]
                 try:

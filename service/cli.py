@@ -157,13 +157,18 @@ def _when(moment: Any) -> str | None:
 
 async def _tokens_list(args: argparse.Namespace) -> int:
     from service import keys
-    from service.vault import TokenStore
+    from service.models import utcnow
+    from service.vault import TokenStore, health
 
     async with TokenStore.open(_settings(args)) as store:
         records = await store.list_tokens(args.type)
     listed = []
+    now = utcnow()
     for record in records:
         info = keys.describe_key(record.key)
+        # A connection's health, as the connections page says it (service/vault/health.py); entries and
+        # keys outside the vocabulary have none.
+        found = health.of_record(record, now) if health.kind_of(record.key) and record.type == "token" else None
         listed.append(
             {
                 "key": record.key,
@@ -174,6 +179,12 @@ async def _tokens_list(args: argparse.Namespace) -> int:
                 "scopes": [scope for scope in (record.scopes or "").split(",") if scope],
                 "name": record.name,  # the shop's, Page's or Facebook user's name, where the provider gave one
                 "updated_at": _when(record.updated_at),
+                "health": found.state if found else None,
+                "reason": found.reason if found else None,
+                "health_until": _when(found.until) if found else None,
+                "checked_at": _when(record.checked_at),
+                "refresh_failures": record.refresh_failures or 0,
+                "refresh_retry_at": _when(record.refresh_retry_at),
             }
         )
     if args.json:
@@ -185,8 +196,9 @@ async def _tokens_list(args: argparse.Namespace) -> int:
 
 
 def _print_table(listed: list[dict[str, Any]]) -> None:
-    rows = [("KEY", "TYPE", "PROVIDER", "ACCOUNT", "EXPIRES", "SCOPES")]
+    rows = [("KEY", "TYPE", "PROVIDER", "ACCOUNT", "EXPIRES", "HEALTH", "SCOPES")]
     for item in listed:
+        health = item["health"] or "-"
         rows.append(
             (
                 item["key"],
@@ -194,6 +206,7 @@ def _print_table(listed: list[dict[str, Any]]) -> None:
                 item["provider"] or "-",
                 item["account"] or "-",
                 (item["expires_at"] or "-").replace("T", " ").rstrip("Z"),
+                f"{health} ({item['reason']})" if item["reason"] else health,
                 ",".join(item["scopes"]) or "-",
             )
         )

@@ -7,7 +7,9 @@ browser's own connections only (anything else is 404). SALESBOT_DEMO_PAGES (a JS
 replaces the stand-in's three Pages; SALESBOT_DEMO_PROVIDERS_URL (another name for the demo's own address)
 is where the stand-ins are reached. The example
 bot (service/bot_example.py) runs at /bot with a store of its own, as a bot process would, and a
-button writes to a Page as a shopper; /sandbox/messenger shows the conversation.
+button writes to a Page as a shopper; /sandbox/messenger shows the conversation. Another form makes
+the stand-in's Facebook kill a Page's token (or let its data access run out, or take back a permission)
+and checks that Page at once, so each health state can be seen.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from service.routes.common import own_account, services
 from service.routes.forms import checked_form
 from service.sandbox import DEFAULT_PAGES, Sandbox, SandboxConfig
 from service.settings import Settings, sqlite_url
+from service.sweep import Sweep
 
 DEMO_SHOPIFY_KEY = "demo-shopify-api-key"
 DEMO_FACEBOOK_APP_ID = "1000000000000001"
@@ -115,6 +118,21 @@ async def _deauthorize(request: Request) -> Response:
     return RedirectResponse("/", status_code=303)
 
 
+async def _page_event(request: Request) -> Response:
+    """Make the stand-in's Facebook do something to a Page's token (Sandbox.PAGE_EVENTS), then check that
+    Page at once, as the sweep would within a day (service/sweep.py)."""
+    app = services(request)
+    form = await checked_form(request)
+    page_id, event = str(form.get("page_id", "")), str(form.get("event", ""))
+    if not numeric_id(page_id):
+        raise NotFound("This account has no Page like that.")
+    await disconnect.page_to_disconnect(app.store, page_id=page_id, account=_account(request))  # or NotFound
+    if event in app.demo.PAGE_EVENTS:
+        app.demo.page_event(page_id, event)
+        await Sweep(app.store, app.http).check_page_now(page_id)
+    return RedirectResponse("/", status_code=303)
+
+
 async def _message(request: Request) -> Response:
     app = services(request)
     form = await checked_form(request)
@@ -165,6 +183,7 @@ def create_demo_app(host: str, port: int, data_dir: Path) -> tuple[Starlette, Se
         Route("/demo/uninstall", _uninstall, methods=["POST"]),
         Route("/demo/deauthorize", _deauthorize, methods=["POST"]),
         Route("/demo/message", _message, methods=["POST"]),
+        Route("/demo/page-event", _page_event, methods=["POST"]),
     ]
     app = create_app(settings, extra_routes=routes, demo=sandbox)
     app.router.lifespan_context = _also(app.router.lifespan_context, bot)

@@ -241,10 +241,23 @@ class ProviderError(ServiceError):
 
 
 class ProviderUnavailable(ServiceError):
-    """The provider did not answer in time, or the connection failed."""
+    """The provider did not answer in time, or the connection failed. `retry_after`: the seconds before a
+    new try can help (a shop's refresh cooldown), or None."""
 
     status_code = 504
     code = "provider_unavailable"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def as_dict(self) -> dict[str, object]:
+        found = super().as_dict()
+        return found if self.retry_after is None else {**found, "retry_after": math.ceil(self.retry_after)}
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after is None else {"Retry-After": str(math.ceil(self.retry_after))}
 
 
 class InvalidProviderId(ProviderError):
@@ -255,9 +268,17 @@ class InvalidProviderId(ProviderError):
 
 
 class TokenRevoked(ProviderError):
-    """The provider says the token no longer works (Graph error 190, Shopify 401)."""
+    """The provider says the token no longer works (Graph error 190, Shopify 401, `invalid_grant`).
+    `reason`: why, as a code of service.vault.health.REASONS ("password_changed"), when known."""
 
     code = "token_revoked"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def as_dict(self) -> dict[str, object]:
+        return {**super().as_dict(), "reason": self.reason}
 
 
 class RateLimited(ProviderError):

@@ -1,8 +1,7 @@
-"""The connections gauge: how many stored connections are fine and how many need the merchant to
-reconnect, by provider; counted by one process at a time (service/leadership.py) every minute.
-
-Today a connection's state is what the connections page says of it (routes/status.py, `attention`);
-the vault's health model (issue 18) will feed this instead.
+"""The connections gauge: how many stored connections are in each health state (vault/health.py: ok,
+expiring_soon, needs_reconnect), by provider; counted by one process at a time (service/leadership.py)
+every minute. A store's token and each Page's token are connections; a Facebook login is not (the bot
+answers with its Pages' tokens), and what a provider removed is no longer stored.
 """
 
 from __future__ import annotations
@@ -13,30 +12,34 @@ from collections.abc import Iterable
 from service import keys, metrics
 from service.leadership import run_periodically
 from service.models import utcnow
-from service.routes.status import attention
-from service.vault import TokenRecord, TokenStore
+from service.vault import TokenRecord, TokenStore, health
 
 COUNT_EVERY = 60.0  # seconds between counts
-STATES = ("ok", "needs_reconnecting")
+STATES = (health.OK, health.EXPIRING_SOON, health.NEEDS_RECONNECT)
 
 
 def count(records: Iterable[TokenRecord]) -> Counter[tuple[str, str]]:
-    """(provider, state) -> connections: a store's token and each Page's token are connections."""
+    """(provider, health state) -> connections."""
     now = utcnow()
     counted: Counter[tuple[str, str]] = Counter()
     for record in records:
-        if record.key.startswith(keys.SHOPIFY_TOKEN_PREFIX):
+        kind = health.kind_of(record.key)
+        if kind == health.SHOP:
             provider = keys.SHOPIFY
-        elif record.key.startswith(keys.PAGE_TOKEN_PREFIX):
+        elif kind == health.PAGE:
             provider = keys.FACEBOOK
         else:
             continue
-        counted[provider, "ok" if attention(record, now) is None else "needs_reconnecting"] += 1
+        counted[provider, health.of_record(record, now).state] += 1
     return counted
 
 
 async def count_and_set(store: TokenStore) -> None:
-    counted = count(await store.list_tokens("token"))
+    # A page of rows at a time: at 100,000 connections, counting a whole listing at once held the event
+    # loop for a third of a second and a hundred megabytes (scripts/bench_sweep.py found it).
+    counted: Counter[tuple[str, str]] = Counter()
+    async for page in store.listing_pages("token"):
+        counted.update(count(page))
     for provider in (keys.SHOPIFY, keys.FACEBOOK):
         for state in STATES:
             metrics.connections.labels(provider, state).set(counted[provider, state])

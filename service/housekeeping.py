@@ -1,8 +1,8 @@
 """Pruning the tables that requests anyone can send make grow: OAuth states, Facebook grants waiting
 for a choice of Pages and browser sessions past expiry, webhook deliveries past the de-duplication
-window, deletion requests past their retention; and connection events past EVENTS_RETENTION_DAYS (with
-the webhook outbox emptied when no EVENTS_WEBHOOK_URL is set). It runs on a schedule in the app's
-lifespan, never per request (DESIGN.md, "OAuth" and "The event log").
+window, deletion requests and the providers' removals past their retention; and connection events past
+EVENTS_RETENTION_DAYS (with the webhook outbox emptied when no EVENTS_WEBHOOK_URL is set). It runs on a
+schedule in the app's lifespan, never per request (DESIGN.md, "OAuth" and "The event log").
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ PRUNE_EVERY = 600.0  # seconds between runs
 DELIVERY_RETENTION = timedelta(days=7)
 # How long a data-deletion status URL keeps answering.
 DELETION_RETENTION = timedelta(days=90)
+# What the providers removed, told to the merchant once; kept this long when nobody looks.
+REMOVAL_RETENTION = timedelta(days=90)
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class Pruned:
     deliveries: int
     deletions: int
     grants: int = 0  # Facebook grants nobody chose Pages for in time
+    removals: int = 0  # stores and Pages the providers removed, kept past REMOVAL_RETENTION
     events: int = 0  # connection events older than EVENTS_RETENTION_DAYS
     sessions: int = 0  # browser sessions past their expiry
 
@@ -62,21 +65,24 @@ async def prune(store: TokenStore, *, now: datetime | None = None) -> Pruned:
     pruned = await store.run_write(job)
     if store.settings.events_webhook_url is None:
         await store.event_log.clear_outbox()  # nobody to send them to: a receiver set later starts from then
+    removals = await store.verdicts.prune_removals(now - REMOVAL_RETENTION)  # the vault's own table
     retention = timedelta(days=store.settings.events_retention_days)
-    return replace(pruned, events=await store.event_log.prune(retention, now=now))
+    return replace(pruned, removals=removals, events=await store.event_log.prune(retention, now=now))
 
 
 async def prune_and_log(store: TokenStore) -> Pruned:
     pruned = await prune(store)
-    if pruned.states or pruned.deliveries or pruned.deletions or pruned.grants or pruned.sessions or pruned.events:
+    counts = (pruned.states, pruned.deliveries, pruned.deletions, pruned.grants, pruned.sessions, pruned.removals)
+    if any((*counts, pruned.events)):
         logger.info(
             "pruned %d expired states, %d expired Facebook grants, %d expired sessions, %d old webhook deliveries, "
-            "%d old deletion requests, %d old connection events",
+            "%d old deletion requests, %d old removals, %d old connection events",
             pruned.states,
             pruned.grants,
             pruned.sessions,
             pruned.deliveries,
             pruned.deletions,
+            pruned.removals,
             pruned.events,
         )
     return pruned

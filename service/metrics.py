@@ -42,6 +42,7 @@ oauth_outcomes = Counter(
     "OAuth callbacks by provider and outcome: connected, or the error code",
     ["provider", "outcome"],
 )
+# refreshed, failed (the cooldown began), refused (invalid_grant), cooldown (not tried: vault/refresh.py)
 refreshes = Counter("salesbot_token_refreshes", "Shopify token refreshes by outcome", ["outcome"])
 provider_calls = Counter(
     "salesbot_provider_calls",
@@ -60,7 +61,7 @@ write_batch_size = Histogram(
 database_seconds = Histogram(
     "salesbot_database_seconds", "Time of the vault's database work: a write batch, a read", ["operation"], buckets=FAST
 )
-# Set by the one process that leads the count (service/health.py); mostrecent: the leader's last value.
+# Set by the one process that leads the count (service/health_gauge.py); mostrecent: the leader's last value.
 connections = Gauge(
     "salesbot_connections", "Stored connections by health state", ["provider", "state"], multiprocess_mode="mostrecent"
 )

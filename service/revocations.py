@@ -9,6 +9,10 @@
   removing the app (profile_id): that Page's token.
 - Facebook data deletion: as deauthorize, plus the Pages' account links; recorded with a code.
 
+Each removal of a store or Page is remembered (with its name and account) until the merchant's page
+has told it once. None of this needs a token: nothing is refreshed, nothing is sent to the provider,
+so an uninstall is processed even when the stored token has long expired.
+
 A delivery (a webhook id, a signed_request's digest) seen before is a duplicate and deletes nothing.
 Otherwise the vault deletes first and the delivery is recorded after: the deletions are idempotent,
 so a crash in between only means the provider's retry deletes nothing more and records it. Each
@@ -27,7 +31,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
-from service import keys, pending_grants
+from service import pending_grants
 from service.models import DeletionRequest, WebhookDelivery, utcnow
 from service.providers import shopify
 from service.vault import TokenStore
@@ -85,10 +89,15 @@ async def shopify_webhook(
         shop_key = shopify.shop_key(shop_domain)
         if topic == UNINSTALL:
             return await store.forget_shop(
-                shop_key, with_link=False, not_after=triggered_at, event=kinds.UNINSTALLED, by=BY_WEBHOOK
+                shop_key,
+                with_link=False,
+                not_after=triggered_at,
+                event=kinds.UNINSTALLED,
+                by=BY_WEBHOOK,
+                removed="uninstalled",
             )
         return await store.forget_shop(
-            shop_key, with_link=True, event=kinds.REDACTED, erase_history=True, by=BY_WEBHOOK
+            shop_key, with_link=True, event=kinds.REDACTED, erase_history=True, by=BY_WEBHOOK, removed="shop_redacted"
         )
 
     deleted = await _once(store, delivery_id=webhook_id, topic=topic, shop=shop_domain, act=act)
@@ -105,7 +114,9 @@ async def deauthorize_user(store: TokenStore, user_id: str, *, request_digest: s
 
     async def act() -> int:
         await pending_grants.forget_user(store, user_id)
-        return await store.forget_facebook_user(user_id, erase_links=False, event=kinds.DEAUTHORIZED, by=BY_WEBHOOK)
+        return await store.forget_facebook_user(
+            user_id, erase_links=False, event=kinds.DEAUTHORIZED, by=BY_WEBHOOK, removed="deauthorized"
+        )
 
     return await _once(
         store, delivery_id=f"facebook:{request_digest}", topic="facebook/deauthorize", shop=None, act=act
@@ -118,7 +129,7 @@ async def remove_page(store: TokenStore, page_id: str, *, request_digest: str) -
         delivery_id=f"facebook:{request_digest}",
         topic="facebook/deauthorize",
         shop=None,
-        act=lambda: store.delete_tokens([keys.page_token_key(page_id)], event=kinds.DEAUTHORIZED, by=BY_WEBHOOK),
+        act=lambda: store.forget_page(page_id, event=kinds.DEAUTHORIZED, by=BY_WEBHOOK, removed="page_removed"),
     )
 
 
@@ -131,7 +142,9 @@ async def delete_user_data(store: TokenStore, user_id: str, *, request_digest: s
     if await _seen(store, DELETIONS, DELETIONS.c.confirmation_code, code):
         return code, 0
     await pending_grants.forget_user(store, user_id)
-    deleted = await store.forget_facebook_user(user_id, erase_links=True, event=kinds.DATA_DELETED, by=BY_WEBHOOK)
+    deleted = await store.forget_facebook_user(
+        user_id, erase_links=True, event=kinds.DATA_DELETED, by=BY_WEBHOOK, removed="data_deleted"
+    )
     row = insert(DELETIONS).values(
         confirmation_code=code,
         facebook_user_id=user_id,

@@ -45,6 +45,12 @@ SHOPIFY_REFRESH_TTL = 7_776_000
 FACEBOOK_SHORT_TTL = 5400
 FACEBOOK_LONG_TTL = 5_184_000
 FACEBOOK_DATA_ACCESS_TTL = 7_776_000
+# Shopify since 2026-08-28: a used refresh token stays usable until the app first uses its replacement,
+# for at most 30 days from its first use (docs/providers.md); before that date, 60 minutes.
+SHOPIFY_REFRESH_WINDOW = 30 * 86400
+SHOPIFY_REFRESH_WINDOW_BEFORE_2026_08_28 = 3600
+# Graph permissions granted per Page (debug_token lists their target_ids in granular_scopes).
+PAGE_SCOPES = ("pages_show_list", "pages_messaging", "pages_manage_metadata")
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 PAGE_TASKS = ["ANALYZE", "ADVERTISE", "MESSAGING", "MODERATE", "CREATE_CONTENT", "MANAGE"]
 DEFAULT_PAGES = [("101", "Acme Shoes"), ("102", "Acme Outlet"), ("103", "Acme Café")]
@@ -82,6 +88,8 @@ class SandboxConfig:
     page_tasks: dict[str, list[str]] = field(default_factory=dict)
     # A shop's name as shop.json gives it, by shop domain; otherwise one made from the domain.
     shop_names: dict[str, str] = field(default_factory=dict)
+    # How long a used refresh token stays usable while its replacement is unused (seconds; 0: never).
+    shopify_refresh_window: float = SHOPIFY_REFRESH_WINDOW
 
 
 @dataclass
@@ -122,6 +130,10 @@ class IssuedToken:
     partner: str | None = None  # shopify: the other half of an access/refresh pair
     page_id: str | None = None
     long_lived: bool = False
+    revoked_subcode: int = 460  # facebook: the 190 subcode Graph answers once it is revoked
+    data_access_expires_at: float | None = None  # facebook: when set, instead of issued_at + 90 days
+    first_used_at: float | None = None  # shopify refresh: when it was first used (its window starts)
+    predecessor: str | None = None  # shopify: the refresh token whose use issued this pair
 
 
 @dataclass
@@ -350,6 +362,7 @@ class Sandbox:
         self.revocations: list[Revocation] = []  # what apps gave up (see "Disconnecting", below)
         self.messages: list[MessengerMessage] = []  # the conversations, in order (GET /messenger shows them)
         self._buckets: dict[str, tuple[float, float]] = {}  # shop -> (points available, when last counted)
+        self.withheld: dict[str, set[str]] = {}  # scope -> Page ids the user took it back for
         r = self._route
         self.app = Starlette(routes=[
             r("/shopify/{shop}/admin", self.shopify_admin),
@@ -378,7 +391,10 @@ class Sandbox:
     # --- state for tests and demo buttons ---
 
     def _alive(self, token: IssuedToken) -> bool:
-        return not token.revoked and (token.expires_at is None or self.clock() < token.expires_at)
+        now = self.clock()
+        if token.first_used_at is not None and now >= token.first_used_at + self.config.shopify_refresh_window:
+            return False  # a used refresh token past its window
+        return not token.revoked and (token.expires_at is None or now < token.expires_at)
 
     def _valid(self, provider: str, kind: str | None = None, owner: str | None = None) -> set[str]:
         return {
@@ -417,6 +433,46 @@ class Sandbox:
         for t in self.tokens.values():
             if t.provider == "facebook":
                 t.revoked = True
+
+    # --- a Page's token going bad, as the sweep's debug_token finds it ---
+
+    def _page_tokens_of(self, page_id: str) -> list[IssuedToken]:
+        return [t for t in self.tokens.values() if t.provider == "facebook" and t.page_id == page_id]
+
+    def invalidate_page_token(self, page_id: str, *, subcode: int = 460) -> None:
+        """The Page's tokens die as Facebook kills them: Graph and debug_token answer 190 with `subcode`
+        (458 app removed, 459 checkpoint, 460 password changed, 463 expired, 464 unconfirmed, 467 invalid)."""
+        for t in self._page_tokens_of(page_id):
+            t.revoked, t.revoked_subcode = True, subcode
+
+    def end_data_access(self, page_id: str, *, at: float) -> None:
+        """Facebook's data access for the Page's tokens ends at `at` (Unix time): debug_token says so."""
+        for t in self._page_tokens_of(page_id):
+            t.data_access_expires_at = at
+
+    def withhold_permission(self, page_id: str, scope: str = "pages_messaging") -> None:
+        """The user took back `scope` for this Page only (granular_scopes no longer names it)."""
+        self.withheld.setdefault(scope, set()).add(page_id)
+
+    # What the demo's form can make Facebook do to a Page's token, in the words it shows.
+    PAGE_EVENTS = {
+        "password_changed": "Change the Facebook password (its tokens die)",
+        "app_removed": "Remove the app from the Facebook account",
+        "data_access_ending": "Let data access run out in 10 days",
+        "messaging_withheld": "Take back pages_messaging for this Page",
+    }
+
+    def page_event(self, page_id: str, event: str) -> None:
+        if event == "password_changed":
+            self.invalidate_page_token(page_id, subcode=460)
+        elif event == "app_removed":
+            self.invalidate_page_token(page_id, subcode=458)
+        elif event == "data_access_ending":
+            self.end_data_access(page_id, at=self.clock() + 10 * 86400)
+        elif event == "messaging_withheld":
+            self.withhold_permission(page_id, "pages_messaging")
+        else:
+            raise ValueError(f"Unknown Page event {event!r}; known: {', '.join(self.PAGE_EVENTS)}")
 
     def shopify_webhook_payload(self, *, shop: str, topic: str) -> dict:
         """The body Shopify documents for a topic: the shop resource for app/uninstalled, the compliance
@@ -605,12 +661,7 @@ class Sandbox:
                                   "client authentication included, or unsupported authentication method.")
         grant_type = p.get("grant_type", "authorization_code")
         if grant_type == "refresh_token":
-            old = self.tokens.get(p.get("refresh_token", ""))
-            if old is None or old.kind != "refresh" or old.owner != shop or not self._alive(old):
-                return _shopify_error("invalid_grant",
-                                      "The refresh token is invalid, expired or already used.")
-            self._revoke_pair(old)
-            return JSONResponse(self._issue_shopify(shop, old.scopes, expiring=True))
+            return self._refresh(shop, p.get("refresh_token", ""))
         if grant_type == TOKEN_EXCHANGE:
             subject = self.tokens.get(p.get("subject_token", ""))
             if (subject is None or subject.kind != "access" or subject.owner != shop
@@ -635,6 +686,34 @@ class Sandbox:
         if token.partner is not None and token.partner in self.tokens:
             self.tokens[token.partner].revoked = True
 
+    def _refresh(self, shop: str, value: str) -> Response:
+        """A new pair for a refresh token. The old access token stops; the refresh token stays usable for
+        the window while its replacement is unused (used again meanwhile, it gives another pair, and the
+        unused one it replaces stops: one active token per app and shop); using the replacement retires it."""
+        old = self.tokens.get(value)
+        if old is None or old.kind != "refresh" or old.owner != shop or not self._alive(old):
+            return _shopify_error("invalid_grant", "The refresh token is invalid, expired or already used.")
+        self._retire_predecessor(old)
+        for issued in self.tokens.values():  # the pairs an earlier use of it gave, never used
+            if issued.predecessor == value:
+                issued.revoked = True
+        if old.partner is not None and old.partner in self.tokens:
+            self.tokens[old.partner].revoked = True
+        if old.first_used_at is None:
+            old.first_used_at = self.clock()
+        if self.config.shopify_refresh_window <= 0:
+            old.revoked = True
+        body = self._issue_shopify(shop, old.scopes, expiring=True)
+        for new in (str(body["access_token"]), str(body["refresh_token"])):
+            self.tokens[new].predecessor = value
+        return JSONResponse(body)
+
+    def _retire_predecessor(self, token: IssuedToken) -> None:
+        """The app used this token: the refresh token whose use issued it is spent for good."""
+        if token.predecessor is not None and token.predecessor in self.tokens:
+            self.tokens[token.predecessor].revoked = True
+        token.predecessor = None
+
     def _issue_shopify(self, shop: str, scopes: list[str], *, expiring: bool) -> dict[str, object]:
         now = self.clock()
         access = f"shpat_{secrets.token_hex(16)}"
@@ -654,7 +733,10 @@ class Sandbox:
     def _admin_token_valid(self, request: Request, shop: str) -> bool:
         """The Admin API's check: X-Shopify-Access-Token is a live access token of this shop."""
         token = self.tokens.get(request.headers.get("x-shopify-access-token", ""))
-        return token is not None and token.kind == "access" and token.owner == shop and self._alive(token)
+        if token is None or token.kind != "access" or token.owner != shop or not self._alive(token):
+            return False
+        self._retire_predecessor(token)
+        return True
 
     async def shopify_shop(self, request: Request) -> Response:
         shop = request.path_params["shop"]
@@ -797,7 +879,7 @@ class Sandbox:
         if token is None or token.provider != "facebook":
             return _graph_error(_UNPARSEABLE, code=190)
         if token.revoked:
-            return _graph_error(_REVOKED, code=190, subcode=460)
+            return _graph_error(_REVOKED, code=190, subcode=token.revoked_subcode)
         if not self._alive(token):
             return _graph_error(_EXPIRED, code=190, subcode=463)
         return None
@@ -920,19 +1002,33 @@ class Sandbox:
         if token is None or token.provider != "facebook":
             error = {"code": 190, "message": _UNPARSEABLE}
             return JSONResponse({"data": {"error": error, "is_valid": False}})
+        data_access = token.data_access_expires_at or token.issued_at + FACEBOOK_DATA_ACCESS_TTL
         data: dict[str, object] = {
             "app_id": self.config.facebook_app_id, "type": token.kind, "application": self.config.app_name,
-            "data_access_expires_at": int(token.issued_at + FACEBOOK_DATA_ACCESS_TTL),
-            "expires_at": int(token.expires_at or 0), "is_valid": self._alive(token), "scopes": token.scopes,
-            "user_id": token.owner,
+            "data_access_expires_at": int(data_access), "expires_at": int(token.expires_at or 0),
+            "issued_at": int(token.issued_at), "is_valid": self._alive(token), "scopes": token.scopes,
+            "granular_scopes": self._granular_scopes(token), "user_id": token.owner,
         }
         if token.page_id is not None:
             data["profile_id"] = token.page_id
         if token.revoked:
-            data["error"] = {"code": 190, "message": _REVOKED, "subcode": 460}
+            data["error"] = {"code": 190, "message": _REVOKED, "subcode": token.revoked_subcode}
         elif not self._alive(token):
             data["error"] = {"code": 190, "message": _EXPIRED, "subcode": 463}
         return JSONResponse({"data": data})
+
+    def _granular_scopes(self, token: IssuedToken) -> list[dict[str, object]]:
+        """Per-Page permissions name the Pages they cover (target_ids): all the user's, less those withheld."""
+        pages = [page_id for page_id, _ in self.config.pages]
+        found: list[dict[str, object]] = []
+        for scope in token.scopes:
+            if scope not in PAGE_SCOPES:
+                found.append({"scope": scope})
+                continue
+            targets = [page_id for page_id in pages if page_id not in self.withheld.get(scope, set())]
+            if targets:
+                found.append({"scope": scope, "target_ids": targets})
+        return found
 
     # --- Disconnecting: apps giving up their access, and the consent pages' look ---------------------
     # (The connections page's side of the stand-ins: kept together, apart from the OAuth and API parts.)

@@ -108,3 +108,23 @@ def test_vault_workloads_on_postgresql_lose_no_write_and_drop_their_scratch_data
     reads = table(lines, "8b. cold reads on PostgreSQL")
     assert reads["ours (PostgreSQL)"][3] == "0" and reads["floor (PostgreSQL)"][3] == "0"
     assert scratch.group(1) not in asyncio.run(_databases(TEST_DATABASE_URL))
+
+
+def test_the_sweep_bench_runs_both_phases(tmp_path: Path) -> None:
+    # Tiny: its figures are not looked at; that both phases ran and the sweep did work is.
+    tiny = ["--connections", "200", "--seconds", "0.5", "--pairs", "1"]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_sweep.py"), *tiny],
+        cwd=tmp_path,
+        env=clean_environ(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    served = next(line for line in lines if line.startswith("requests served")).split()
+    assert int(served[2].replace(",", "")) > 0 and int(served[3].replace(",", "")) > 0
+    rounds = next(line for line in lines if line.startswith("sweep:"))
+    assert re.search(r"sweep: [1-9]\d* rounds; shops refreshed or refused [1-9]", rounds), rounds
+    assert list(tmp_path.iterdir()) == []  # its database was a temporary one

@@ -37,6 +37,21 @@ ARGS = [
 ]
 
 
+ANSWERING = "Your bot answers on Acme Shoes and Acme Café with products from Acme Outfitters."
+
+
+def headline(page) -> str:  # type: ignore[no-untyped-def]
+    return page.inner_text("#headline").strip()
+
+
+def page_event(page, page_id: str, event: str) -> None:  # type: ignore[no-untyped-def]
+    """The demo's form: the stand-in's Facebook does `event` to the Page's token; the page comes back."""
+    page.select_option("#event-page", page_id)
+    page.select_option("#event-kind", event)
+    page.click("#demo-page-event button")
+    page.wait_for_selector("#headline")
+
+
 def style(page, selector: str, prop: str) -> str:  # type: ignore[no-untyped-def]
     return page.eval_on_selector(selector, f"e => getComputedStyle(e).{prop}")
 
@@ -68,6 +83,8 @@ def test_demo_click_through_in_chromium(tmp_path: Path) -> None:
             assert first.headers["x-content-type-options"] == "nosniff"
             body = page.inner_text("body")
             assert "Nothing connected" in body
+            # The first line says where the bot stands, in each state below.
+            assert headline(page) == "Connect a Shopify store and a Facebook Page so the bot can answer shoppers."
             # Nothing to send webhooks for yet: no demo buttons, no sentence announcing them.
             assert "Send the webhooks" not in body and page.locator("section.demo button").count() == 0
             # The app's own stylesheet, and the two connect buttons alike.
@@ -86,6 +103,7 @@ def test_demo_click_through_in_chromium(tmp_path: Path) -> None:
             page.click("#cancel")
             page.wait_for_selector("#connect-shopify")
             assert page.url == f"{base_url}/"
+            assert f"You did not finish installing the app on {SHOP}" in page.inner_text("#messages")
 
             # Shopify: the label names the field; the keyboard submits it.
             page.get_by_label("Shop name").fill("acme-outfitters")
@@ -93,10 +111,15 @@ def test_demo_click_through_in_chromium(tmp_path: Path) -> None:
             page.wait_for_selector("#allow")
             page.click("#allow")
             page.wait_for_selector("#shops")
-            account = page.inner_text("#account-uuid").strip()
-            assert UUID.match(account)
+            account = page.text_content("#account-uuid").strip()  # under "Details", closed
+            assert UUID.match(account) and not page.is_visible("#account-uuid")
+            page.click("#account-details summary")
+            assert page.is_visible("#account-uuid")
+            assert headline(page) == "Connect a Facebook Page so the bot can answer shoppers."
             assert f"Connected {SHOP}" in page.inner_text("#messages")
-            assert SHOP in page.inner_text("#shops") and "Acme Outfitters" in page.inner_text("#shops")
+            assert SHOP in page.text_content("#shops") and "Acme Outfitters" in page.inner_text(
+                "#shops"
+            )  # the domain: under Details
 
             # Facebook, cancelled first: a message on the page, not a dead end.
             page.click("#connect-facebook")
@@ -118,8 +141,9 @@ def test_demo_click_through_in_chromium(tmp_path: Path) -> None:
             assert not page.is_checked("#choose-102")
             page.click("#connect-pages")
             page.wait_for_selector("#pages")
-            assert page.inner_text("#account-uuid").strip() == account
+            assert page.text_content("#account-uuid").strip() == account
             assert "Connected 2 Pages: Acme Shoes, Acme Café" in page.inner_text("#messages")
+            assert headline(page) == ANSWERING
             pages = page.inner_text("#pages")
             assert "Acme Shoes (Page 101)" in pages and "Acme Café (Page 103)" in pages
             assert "Acme Outlet" not in pages and "Demo Merchant" in pages
@@ -140,6 +164,53 @@ def test_demo_click_through_in_chromium(tmp_path: Path) -> None:
             # The messages were shown once.
             page.reload()
             assert page.locator("#messages").count() == 0
+
+            # Facebook lets a Page's data access run out soon, then kills the other's token: the demo makes
+            # the stand-in do it and checks the Page at once, as the sweep would.
+            page_event(page, "103", "data_access_ending")
+            ending = "Acme Café: Facebook's data access for it ends on"
+            assert headline(page).startswith(ANSWERING + " " + ending)
+            assert "open the app on Facebook before then" in headline(page)
+            page_event(page, "101", "password_changed")
+            assert headline(page).startswith(
+                "Acme Shoes needs reconnecting: its Facebook password was changed. "
+                "Your bot answers on Acme Café with products from Acme Outfitters. " + ending
+            )
+            assert "needs reconnecting" in page.inner_text("#page-101")
+            # Recent activity tells both changes, newest first, as the sweep found them.
+            activity = page.locator('#activity li[data-kind="health_changed"]').all_inner_texts()
+            assert activity[0].startswith(
+                "Acme Shoes needs reconnecting: its Facebook password was changed (found by the connection check), "
+            )
+            assert activity[1].startswith(ending)
+            page.screenshot(path=str(tmp_path / "needs-reconnecting.png"), full_page=True)
+            # Reconnecting (the same two Pages) gives new tokens, which start healthy.
+            page.get_by_role("link", name="Reconnect Acme Shoes (Page 101)").click()
+            page.wait_for_selector("#allow")
+            page.click("#allow")
+            page.wait_for_selector("#choose-pages")
+            page.focus("#choose-102")
+            page.keyboard.press("Space")
+            page.click("#connect-pages")
+            page.wait_for_selector("#pages")
+            assert headline(page) == ANSWERING
+            # Shopify uninstalls the app: the page says so once, and what the bot now lacks.
+            page.click(f"text=Uninstall app from {SHOP}")
+            page.wait_for_selector("#messages")
+            assert "Acme Outfitters is no longer connected: the app was uninstalled from the store." in page.inner_text(
+                "#messages"
+            )
+            assert (
+                headline(page) == "Connect a Shopify store so the bot has products to sell on Acme Shoes and Acme Café."
+            )
+            page.reload()
+            assert page.locator("#messages").count() == 0  # said once
+            page.get_by_label("Shop name").fill("acme-outfitters")
+            page.get_by_label("Shop name").press("Enter")
+            page.wait_for_selector("#allow")
+            page.click("#allow")
+            page.wait_for_selector("#shops")
+            assert headline(page) == ANSWERING
 
             # Disconnect one Page, confirming first: the grant stays for the other.
             page.get_by_role("link", name="Disconnect Acme Café (Page 103)").click()

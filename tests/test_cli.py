@@ -177,37 +177,51 @@ async def main():
     async with TokenStore.open(Settings.load()) as store:
         await store.store_token("USER_UUID_acme", "{account}", type="uuid")
         await store.store_token("SHOPIFY_ACCESS_TOKEN_acme", "shpat_secret_value", scopes="read_orders,read_products",
-                                expires_at=datetime(2026, 12, 24, 18, 30, tzinfo=timezone.utc))
+                                expires_at=datetime(2036, 12, 24, 18, 30, tzinfo=timezone.utc))
+        await store.store_token("FACEBOOK_ACCESS_TOKEN_101", "EAA_secret_value")
+        await store.mark_token_dead("FACEBOOK_ACCESS_TOKEN_101", "EAA_secret_value", reason="password_changed")
 asyncio.run(main())
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STATE_TOKEN", "TOKEN_", "DATABASE"))}
     subprocess.run([sys.executable, "-c", store_rows], cwd=tmp_path, env={**env, **environ}, check=True, timeout=60)
 
     table = salesbot("tokens", "list", cwd=tmp_path, environ=environ)
-    assert table.returncode == 0 and "shpat_secret_value" not in table.stdout
+    assert table.returncode == 0 and "shpat_secret_value" not in table.stdout and "EAA_secret" not in table.stdout
     header, *rows = table.stdout.splitlines()
-    assert header.split() == ["KEY", "TYPE", "PROVIDER", "ACCOUNT", "EXPIRES", "SCOPES"]
-    assert rows[0].split() == [
+    assert header.split() == ["KEY", "TYPE", "PROVIDER", "ACCOUNT", "EXPIRES", "HEALTH", "SCOPES"]
+    # Rows in key order: the Page (marked dead, with its reason), the store, the store's link.
+    page_row = ["FACEBOOK_ACCESS_TOKEN_101", "token", "facebook", "-", "-", "needs_reconnect", "(password_changed)"]
+    assert rows[0].split() == [*page_row, "-"]
+    assert rows[1].split() == [
         "SHOPIFY_ACCESS_TOKEN_acme",
         "token",
         "shopify",
         account,
-        "2026-12-24",
+        "2036-12-24",
         "18:30:00",
+        "ok",
         "read_orders,read_products",
     ]
     listed = json.loads(salesbot("tokens", "list", "--json", cwd=tmp_path, environ=environ).stdout)
-    assert listed[0] | {"updated_at": None} == {
+    assert listed[1] | {"updated_at": None} == {
         "key": "SHOPIFY_ACCESS_TOKEN_acme",
         "type": "token",
         "provider": "shopify",
         "account": account,
-        "expires_at": "2026-12-24T18:30:00Z",
+        "expires_at": "2036-12-24T18:30:00Z",
         "scopes": ["read_orders", "read_products"],
         "name": None,
         "updated_at": None,
+        "health": "ok",
+        "reason": None,
+        "health_until": None,
+        "checked_at": None,
+        "refresh_failures": 0,
+        "refresh_retry_at": None,
     }
-    assert listed[1]["key"] == "USER_UUID_acme" and listed[1]["type"] == "uuid" and listed[1]["account"] == account
+    assert (listed[0]["health"], listed[0]["reason"]) == ("needs_reconnect", "password_changed")
+    assert listed[2]["key"] == "USER_UUID_acme" and listed[2]["type"] == "uuid" and listed[2]["account"] == account
+    assert listed[2]["health"] is None  # a link is no connection
 
 
 # --- .env -----------------------------------------------------------------------------------------------

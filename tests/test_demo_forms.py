@@ -64,11 +64,12 @@ def test_demo_buttons_act_only_on_this_browsers_own_connections() -> None:
             ("/demo/uninstall", {"shop": SHOP}),
             ("/demo/deauthorize", {}),
             ("/demo/message", {"page_id": "101", "text": "Hi, who are you?"}),
+            ("/demo/page-event", {"page_id": "101", "event": "password_changed"}),
         ):
             response = stranger.post(path, data={**fields, "csrf_token": token}, headers={"accept": "text/html"})
             assert response.status_code == 404 and 'data-code="not_found"' in response.text, path
         after = view(owner)
-        assert (after["shops"], after["pages"]) == (before["shops"], before["pages"])
+        assert (after["shops"], after["pages"], after["needs"]) == (before["shops"], before["pages"], [])
         assert "Shopper" not in stranger.get("/sandbox/messenger").text  # the bot was never written to
         # The owner's own buttons work.
         mine = view(owner)["csrf_token"]
@@ -89,3 +90,26 @@ def test_every_demo_response_says_nosniff_and_its_pages_cannot_be_framed() -> No
     for where, response in responses.items():
         assert response.headers["x-content-type-options"] == "nosniff", where
         assert "frame-ancestors 'none'" in response.headers["content-security-policy"], where
+
+
+def test_the_demo_makes_facebook_kill_a_pages_token_and_checks_it_at_once() -> None:
+    with salesbot_server("demo") as base_url, httpx.Client(base_url=base_url, follow_redirects=True, timeout=10) as b:
+        connect_store(b)
+        consent = b.get("/facebook/login")
+        action, fields = form_of(consent, "allow")
+        choice = b.post(action, data=fields)
+        _action, fields = form_of(choice, "connect-pages")
+        b.post(
+            "/facebook/pages", data={"csrf_token": fields["csrf_token"], "action": "connect", "page": ["101", "102"]}
+        )
+        assert view(b)["headline"] == "Your bot answers on Acme Shoes and Acme Outlet with products from Acme Demo."
+        event = {"page_id": "102", "event": "password_changed"}
+        refused = b.post("/demo/page-event", data=event, headers={"accept": "text/html"})
+        assert refused.status_code == 403 and view(b)["needs"] == []  # no CSRF token: nothing done
+        b.post("/demo/page-event", data={**event, "csrf_token": view(b)["csrf_token"]})
+        after = view(b)
+        assert after["needs"] == ["reconnect_facebook:102"]
+        assert after["headline"] == (
+            "Acme Outlet needs reconnecting: its Facebook password was changed. "
+            "Your bot answers on Acme Shoes with products from Acme Demo."
+        )

@@ -7,19 +7,26 @@ the one before it.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service import health_gauge, metrics
+from service.errors import TokenRevoked
+from service.models import utcnow
 from service.settings import Settings
+from service.sweep import Sweep
+from tests.bot.helpers import SHOP, SHOP_KEY, bot_store, connect_merchant
 from tests.demo_server import free_port
 from tests.routes.helpers import callback_params, shopify_callback
 from tests.serving import sandbox_over_http, serving
 from tests.web import connect_facebook, connect_shopify, running_app
 
 TOKEN = "metrics-bearer-token-0123456789"
+OUTCOMES = ("refreshed", "failed", "refused", "cooldown")  # what a Shopify refresh comes to (vault/refresh.py)
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -75,7 +82,7 @@ async def test_a_scrape_counts_routes_outcomes_provider_calls_writes_and_connect
     assert grew("salesbot_cache_lookups_total", result="miss") >= 1
     assert grew("salesbot_cache_lookups_total", result="hit") >= 2
     assert value(after, "salesbot_connections", provider="shopify", state="ok") == 1
-    assert value(after, "salesbot_connections", provider="facebook", state="needs_reconnecting") == 1
+    assert value(after, "salesbot_connections", provider="facebook", state="needs_reconnect") == 1
     assert value(after, "salesbot_connections", provider="facebook", state="ok") >= 1
 
 
@@ -146,3 +153,51 @@ def test_one_worker_stopped_by_sigterm_removes_its_metrics_folder(database_url: 
     with sandbox_over_http() as sandbox, serving(database_url, tmp_path, sandbox=sandbox, TMPDIR=str(temporary)):
         assert len(list(temporary.iterdir())) == 1
     assert list(temporary.iterdir()) == []
+
+
+async def test_refreshes_by_outcome_the_sweeps_provider_calls_and_connections_by_health(migrated: Settings) -> None:
+    async with running_app(migrated.database_url, METRICS_TOKEN=TOKEN) as web:
+        await connect_merchant(web)
+        _, before = await scrape(web.browser)
+        # The sweep: a shop a bot uses, due within its lead, refreshed; three Pages asked about.
+        async with bot_store(web) as store:
+            await store.get_shopify_token(SHOP)  # noted as in use
+        await web.store.set_metadata(SHOP_KEY, expires_at=utcnow() + timedelta(minutes=8))
+        web.sandbox.invalidate_page_token("101", subcode=460)
+        web.sandbox.end_data_access("102", at=web.sandbox.clock() + 5 * 86400)
+        report = await Sweep(web.store, web.browser).round()
+        assert (report.refreshed, report.pages_checked) == (1, 3)
+        debug_tokens = sum(request.path.endswith("/debug_token") for request in web.sandbox.requests)
+        # A refresh Shopify does not answer, then one not tried while the cooldown is on.
+        await web.store.set_metadata(SHOP_KEY, expires_at=utcnow() + timedelta(minutes=1))
+        web.sandbox.faults.add("shopify.access_token", "status_500")
+        token = await web.store.get_shopify_token(SHOP)
+        assert await web.store.get_shopify_token(SHOP) == token
+        # Shopify withdrew the access: the refresh after its 401 answers invalid_grant.
+        web.sandbox.revoke_shopify(SHOP)
+        await web.store.set_metadata(SHOP_KEY, refresh_retry_at=utcnow() - timedelta(seconds=1))
+        with pytest.raises(TokenRevoked):
+            await web.store.get_shopify_token(SHOP, refused=token)
+        await health_gauge.count_and_set(web.store)
+        _, after = await scrape(web.browser)
+
+    def grew(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    refreshes = {outcome: grew("salesbot_token_refreshes_total", outcome=outcome) for outcome in OUTCOMES}
+    assert refreshes == {"refreshed": 1, "failed": 1, "refused": 1, "cooldown": 1}
+    assert debug_tokens == 3 and grew("salesbot_provider_calls_total", provider="facebook", status="200") == 3
+    assert grew("salesbot_provider_calls_total", provider="shopify", status="500") == 1
+    connections = {
+        (provider, state): value(after, "salesbot_connections", provider=provider, state=state)
+        for provider in ("shopify", "facebook")
+        for state in ("ok", "expiring_soon", "needs_reconnect")
+    }
+    assert connections == {
+        ("shopify", "ok"): 0,
+        ("shopify", "expiring_soon"): 0,
+        ("shopify", "needs_reconnect"): 1,
+        ("facebook", "ok"): 1,
+        ("facebook", "expiring_soon"): 1,
+        ("facebook", "needs_reconnect"): 1,
+    }

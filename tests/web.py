@@ -73,8 +73,12 @@ class Web:
         )
 
 
+# The sweep runs in the app's lifespan; tests that are not about it keep it out of their way (an hour).
+NO_SWEEP = 3600.0
+
+
 @asynccontextmanager
-async def running_app(database_url: str, **overrides: str) -> AsyncIterator[Web]:
+async def running_app(database_url: str, *, sweep_every: float = NO_SWEEP, **overrides: str) -> AsyncIterator[Web]:
     settings = Settings.from_environ(
         base_environ(DATABASE_URL=database_url, **provider_environ(**overrides)), env_file=None
     )
@@ -89,7 +93,7 @@ async def running_app(database_url: str, **overrides: str) -> AsyncIterator[Web]
     )
     outbound = RecordingTransport(httpx.ASGITransport(app=sandbox.app))
     provider_http = httpx.AsyncClient(transport=outbound, timeout=5.0)
-    app = create_app(settings, http_client=provider_http)
+    app = create_app(settings, http_client=provider_http, sweep_every=sweep_every)
     async with app.router.lifespan_context(app):
         web = Web(settings, sandbox, app.state.services.store, outbound, app, browser=None)  # type: ignore[arg-type]
         web.browser = web.new_browser()

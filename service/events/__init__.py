@@ -12,11 +12,13 @@ import hmac
 import time
 
 # What happened to a connection (a shop, a Page, a Facebook user), or what an operator job did.
-# Issue 18 adds health_changed, refresh_failed and recovered.
 CONNECTED = "connected"
 RECONNECTED = "reconnected"
 REFRESHED = "refreshed"
-MARKED_DEAD = "marked_dead"
+REFRESH_FAILED = "refresh_failed"  # a Shopify refresh got no answer (or a 5xx): the shop's cooldown began
+RECOVERED = "recovered"  # back to ok: a verdict cleared, or a refresh that worked after failures
+HEALTH_CHANGED = "health_changed"  # a provider's verdict: expiring_soon or needs_reconnect (vault/health.py)
+MARKED_DEAD = "marked_dead"  # the provider refused the token in use: needs_reconnect
 DISCONNECTED = "disconnected"
 UNINSTALLED = "uninstalled"
 REDACTED = "redacted"
@@ -31,6 +33,9 @@ KINDS = (
     CONNECTED,
     RECONNECTED,
     REFRESHED,
+    REFRESH_FAILED,
+    RECOVERED,
+    HEALTH_CHANGED,
     MARKED_DEAD,
     DISCONNECTED,
     UNINSTALLED,

@@ -1,12 +1,15 @@
 """An event in words, for the merchant's "Recent activity" ("Acme Outlet disconnected by you, 7 Dec 14:02
-UTC"; "Acme Outlet: Shopify token renewed automatically, ...").
+UTC"; "Acme Outlet: Shopify token renewed automatically, ..."; "Acme Outlet needs reconnecting: its
+Facebook password was changed (found by the bot), ..."). A health event's words are vault/health.py's.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from service import events, keys
+from service.vault import health
 
 if TYPE_CHECKING:
     from service.vault.event_log import LoggedEvent
@@ -38,13 +41,38 @@ def _by(event: LoggedEvent) -> str:
     return BY.get(event.actor, "")
 
 
+def _verdict(event: LoggedEvent, provider: str) -> str:
+    """What a health event found, as the end of a sentence ("its Facebook password was changed")."""
+    if event.reason not in health.REASONS:
+        return f"{provider} no longer accepts its token"
+    until = (event.detail or {}).get("until")
+    found = health.Health(event.health or health.NEEDS_RECONNECT, event.reason, _moment(until))
+    return found.clause or ""
+
+
+def _moment(text: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+
+
+def _health_changed(event: LoggedEvent, what: str, provider: str) -> str:
+    if event.health == health.EXPIRING_SOON:
+        return f"{what}: {_verdict(event, provider)} (found {_by(event)})"
+    return f"{what} needs reconnecting: {_verdict(event, provider)} (found {_by(event)})"
+
+
 def sentence(event: LoggedEvent) -> str:
     what, provider = label(event), PROVIDERS.get(event.provider or "", "The provider")
     phrases = {
         events.CONNECTED: f"{what} connected {_by(event)}",
         events.RECONNECTED: f"{what} connected again {_by(event)}",
         events.REFRESHED: f"{what}: {provider} token renewed automatically",
-        events.MARKED_DEAD: f"{what}: {provider} no longer accepts its token (found {_by(event)})",
+        events.REFRESH_FAILED: f"{what}: {provider} could not renew its token just now; it is tried again by itself",
+        events.RECOVERED: f"{what} works again",
+        events.HEALTH_CHANGED: _health_changed(event, what, provider),
+        events.MARKED_DEAD: _health_changed(event, what, provider),
         events.DISCONNECTED: f"{what} disconnected {_by(event)}",
         events.UNINSTALLED: f"{what}: the app was uninstalled in Shopify",
         events.REDACTED: f"{what}: Shopify asked us to erase the store's data, and it was erased",
@@ -75,5 +103,6 @@ def described(event: LoggedEvent) -> dict[str, Any]:
         "subject": event.subject,
         "name": event.name,
         "by": event.actor,
+        "health": event.health,
         "reason": event.reason,
     }

@@ -184,10 +184,29 @@ async def _check(args: argparse.Namespace) -> int:
         else:
             report = await check_tokens(store, batch_size=args.batch_size, progress=_progress("tokens check"))
     print_keys("unreadable", report.unreadable, width=10)
-    print_keys("dead", report.dead, width=10)
+    print_keys("dead", [f"{key}  ({report.reasons[key]})" for key in report.dead], width=10)
+    print_keys("expiring", [f"{key}  ({report.reasons[key]})" for key in report.expiring], width=10)
     print_keys("unknown", [f"{key}  ({why})" for key, why in report.unknown], width=10)
     say(*report.table().splitlines())
     return _status(report.ok)
+
+
+async def _sweep(args: argparse.Namespace) -> int:
+    import httpx
+
+    from service.sweep import sweep_when_free
+    from service.vault import TokenStore
+
+    settings = _settings(args)
+    timeout = httpx.Timeout(settings.http_timeout_seconds)
+    async with TokenStore.open(settings, actor="sweep") as store, httpx.AsyncClient(timeout=timeout) as client:
+        report = await sweep_when_free(store, client, page_checks=args.page_checks)
+    for domain in report.refused:
+        print(f"{'refused':<10}  {domain}  (needs reconnecting: Shopify refused its refresh token)")
+    for page_id, state in report.changed:
+        print(f"{'changed':<10}  Page {page_id}  ({state})")
+    print(report.line(), file=sys.stderr)
+    return EXIT_OK
 
 
 # --- registration --------------------------------------------------------------------------------
@@ -213,6 +232,14 @@ def add_commands(commands: Any, *, keys: Any, tokens: Any) -> None:
     )
     check.add_argument("--online", action="store_true", help="ask Facebook and Shopify; mark dead tokens expired")
     _batch_size(check)
+
+    sweep = add_command(
+        commands,
+        "sweep",
+        "one round of the sweep, for cron: refresh due Shopify tokens, check Pages with Facebook",
+        _handler(_sweep),
+    )
+    sweep.add_argument("--page-checks", type=int, default=200, help="Pages to ask Facebook about in this round")
 
     env = add_command(
         commands, "import-env", "store the tokens kept in environment variables or a .env file", _handler(_import_env)

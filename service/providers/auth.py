@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from service import errors
-from service.providers.facebook import appsecret_proof, graph_error
+from service.providers.facebook import appsecret_proof, graph_error, refusal_detail, token_problem
 from service.providers.http import parse_json
 
 # A wait longer than this is handed to the caller (RateLimited) rather than slept through in a request.
@@ -27,7 +27,6 @@ MAX_WAIT_SECONDS = 10.0
 DEFAULT_RETRY_SECONDS = 1.0
 # Graph's rate-limit error codes: app, user, Page, API-specific, and the business use case range.
 GRAPH_RATE_LIMITS = frozenset({4, 17, 32, 613, *range(80001, 80015)})
-GRAPH_TOKEN_INVALID = 190
 _LONGEST_STATED_WAIT = 24 * 3600.0  # anything longer is not a wait we believe
 
 
@@ -40,11 +39,17 @@ class ShopifyAuth(httpx.Auth):
 
 
     def __init__(
-        self, shop: str, token: Callable[[str | None], Awaitable[str]], *, max_wait: float = MAX_WAIT_SECONDS
+        self,
+        shop: str,
+        token: Callable[[str | None], Awaitable[str]],
+        *,
+        max_wait: float = MAX_WAIT_SECONDS,
+        dead: Callable[[str], Awaitable[object]] | None = None,
     ) -> None:
         self.shop = shop
         self._token = token
         self.max_wait = max_wait
+        self._dead = dead  # awaited with a renewed token Shopify refused as well
 
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         raise RuntimeError("ShopifyAuth works with httpx.AsyncClient only")
@@ -56,13 +61,17 @@ class ShopifyAuth(httpx.Auth):
         response = yield request
         await response.aread()
         if response.status_code == 401:
-            request.headers["X-Shopify-Access-Token"] = await self._token(token)
+            renewed = await self._token(token)
+            request.headers["X-Shopify-Access-Token"] = renewed
             response = yield request
             await response.aread()
             if response.status_code == 401:
+                if self._dead is not None:
+                    await self._dead(renewed)
                 raise errors.TokenRevoked(
                     f"Shopify refused the token of {self.shop} again after renewing it (401): "
-                    "the app may have been uninstalled; install it again."
+                    "the app may have been uninstalled; install it again.",
+                    reason="token_refused",
                 )
         wait = shopify_throttle_wait(response)
         if wait is None:
@@ -82,14 +91,15 @@ class ShopifyAuth(httpx.Auth):
 class GraphAuth(httpx.Auth):
     """Authenticates a Graph API client for one Page.
 
-    token() returns the Page token; dead(token) is awaited when Graph says that token is invalid (190)."""
+    token() returns the Page token; dead(token, reason) is awaited when Graph says that token is invalid
+    (190, or 102), with the reason its subcode names (providers/facebook.py, token_problem)."""
 
     def __init__(
         self,
         page_id: str,
         token: Callable[[], Awaitable[str]],
         app_secret: str,
-        dead: Callable[[str], Awaitable[object]],
+        dead: Callable[[str, str], Awaitable[object]],
     ) -> None:
         self.page_id = page_id
         self._token = token
@@ -112,12 +122,13 @@ class GraphAuth(httpx.Auth):
         response = yield request
         await response.aread()
         code, subcode = graph_error(parse_json(response.content))
-        if code == GRAPH_TOKEN_INVALID:
-            await self._dead(token)
-            detail = f"code 190, subcode {subcode}" if subcode is not None else "code 190"
+        problem = token_problem(code, subcode)
+        if problem is not None:
+            await self._dead(token, problem)
             raise errors.TokenRevoked(
-                f"Facebook says the token of Page {self.page_id} is no longer valid ({detail}); it is marked "
-                "expired in the vault: connect the Page again."
+                f"Facebook says the token of Page {self.page_id} is no longer valid ({refusal_detail(code, subcode)}: "
+                f"{problem}); it is marked in the vault: connect the Page again.",
+                reason=problem,
             )
         if response.status_code == 429 or code in GRAPH_RATE_LIMITS:
             wait = graph_usage_wait(response.headers)

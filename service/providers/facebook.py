@@ -10,7 +10,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -25,8 +25,19 @@ PAGE_LIMIT = 100
 MAX_SIGNED_REQUEST = 8 * 1024
 # Ten years: far past any real lifetime, and well inside what datetime arithmetic can hold.
 _MAX_LIFETIME_SECONDS = 10 * 365 * 24 * 3600
-# Graph error 190: the token is expired, revoked, or died with a password change or logout.
+# Graph error 190: the token is expired, revoked, or died with a password change or logout. Its subcodes
+# say why, as reason codes (service/vault/health.py words them); 102 (a session error) also means "log in
+# again". (2500 does too, but Graph also answers it for a malformed path: it condemns no token here.)
 _TOKEN_INVALID = 190
+TOKEN_PROBLEMS = {
+    458: "app_removed",
+    459: "account_checkpointed",
+    460: "password_changed",
+    463: "token_expired",
+    464: "user_unconfirmed",
+    467: "session_invalid",
+}
+_LOG_IN_AGAIN = 102
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
 
 
@@ -49,6 +60,62 @@ def graph_error(body: Any) -> tuple[int | None, int | None]:
     if not isinstance(error, dict):
         return None, None
     return _graph_int(error.get("code")), _graph_int(error.get("error_subcode"))
+
+
+def token_problem(code: int | None, subcode: int | None) -> str | None:
+    """Why Graph refused a token, as a reason code ("password_changed"); None when the error is not a dead
+    token (a rate limit, a bad parameter)."""
+    if code == _TOKEN_INVALID:
+        return TOKEN_PROBLEMS.get(subcode, "token_invalid") if subcode is not None else "token_invalid"
+    if code == _LOG_IN_AGAIN:
+        return "login_required"
+    return None
+
+
+def refusal_detail(code: int | None, subcode: int | None) -> str:
+    """What a message may quote of a Graph error, "code 190, subcode 460" (never its text: it can echo input)."""
+    return f"code {code}, subcode {subcode}" if subcode is not None else f"code {code}"
+
+
+@dataclass(frozen=True)
+class TokenStatus:
+    """What debug_token says of a token (docs/providers.md, "Token lifetimes, health and recovery")."""
+
+    valid: bool
+    problem: str | None  # why it is not valid, as token_problem's reason codes
+    data_access_expires_at: datetime | None  # None: not stated (or 0)
+    messaging_granted: bool | None  # pages_messaging for the Page asked about; None: not asked
+
+
+def token_status(data: dict[str, Any], *, page_id: str | None = None) -> TokenStatus:
+    """debug_token's `data` object as a TokenStatus. With page_id, whether `pages_messaging` covers that
+    Page: in `granular_scopes` (an entry without target_ids covers every Page), else in `scopes`."""
+    valid = data.get("is_valid") is True
+    problem = None  # (the documented answer always lists scopes; one without them decides nothing)
+    if not valid:
+        error = data.get("error") if isinstance(data.get("error"), dict) else {}
+        code = _graph_int(error.get("code"))
+        subcode = _graph_int(error.get("subcode", error.get("error_subcode")))
+        problem = token_problem(_TOKEN_INVALID if code is None else code, subcode) or "token_invalid"
+    ends = _graph_int(data.get("data_access_expires_at"))
+    data_access = datetime.fromtimestamp(ends, UTC) if ends is not None and 0 < ends < 2**37 else None
+    messaging = None
+    if page_id is not None:
+        messaging = _messaging_granted(data, page_id)
+    return TokenStatus(valid, problem, data_access, messaging)
+
+
+def _messaging_granted(data: dict[str, Any], page_id: str) -> bool | None:
+    """None when the answer lists no scopes at all: nothing to conclude from."""
+    granular = data.get("granular_scopes")
+    if isinstance(granular, list):
+        for entry in granular:
+            if isinstance(entry, dict) and entry.get("scope") == "pages_messaging":
+                targets = entry.get("target_ids")
+                return not isinstance(targets, list) or page_id in [str(target) for target in targets]
+        return False
+    scopes = data.get("scopes")
+    return "pages_messaging" in scopes if isinstance(scopes, list) else None
 
 
 def dialog_url(
@@ -93,10 +160,12 @@ def _graph_error(status: int, body: Any, what: str) -> errors.ProviderError:
     code = _graph_int(error.get("code"))
     if code is None:
         return errors.ProviderError(f"Facebook answered {status} to the {what}")
-    if code == _TOKEN_INVALID:
-        subcode = _graph_int(error.get("error_subcode"))
-        detail = f"code 190, subcode {subcode}" if subcode is not None else "code 190"
-        return errors.TokenRevoked(f"Facebook says the token is no longer valid ({detail}): connect the Page again")
+    problem = token_problem(code, _graph_int(error.get("error_subcode")))
+    if problem is not None:
+        detail = refusal_detail(code, _graph_int(error.get("error_subcode")))
+        return errors.TokenRevoked(
+            f"Facebook says the token is no longer valid ({detail}): connect the Page again", reason=problem
+        )
     return errors.ProviderError(f"Facebook answered {status} to the {what} (Graph error {code})")
 
 

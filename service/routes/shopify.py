@@ -34,6 +34,7 @@ from service.routes.common import (
     wants_json,
 )
 from service.routes.forms import back_to_status, refused
+from service.routes.status import PENDING_INSTALL
 from service.settings import Settings
 from service.vault import TokenWrite
 
@@ -70,6 +71,7 @@ async def login(request: Request) -> Response:
         account_uuid=session_account(request),
         client_ip=client_ip(request),
     )
+    request.session[PENDING_INSTALL] = domain  # the callback takes it off; still there, the merchant left
     url = shopify.authorize_url(
         admin_base=shopify.admin_base_url(app.settings.shopify_admin_base_url, domain),
         client_id=client_id,
@@ -83,6 +85,7 @@ async def login(request: Request) -> Response:
 async def callback(request: Request) -> Response:
     app = services(request)
     client_id, secret, _redirect_uri = _credentials(app.settings)
+    request.session.pop(PENDING_INSTALL, None)  # back from Shopify: whatever follows, the page says it
     try:
         params = shopify.verify_callback(list(request.query_params.multi_items()), secret=secret, now=time.time())
         domain = shopify.normalize_shop(params["shop"])

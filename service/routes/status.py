@@ -1,13 +1,15 @@
 """The merchant's connections page (HTML, or JSON on request), logging out, and the health check.
 
-It shows names, not ids ("Acme Shoes (Page 101)", "connected by Ana Example"), the messages the last
-steps left (service/routes/forms.py), what needs reconnecting, and the account's last ten events in
-words (service/events/words.py). Never a token.
+It says first where the bot stands, in words ("Your bot answers on Acme Shoes with products from Acme"),
+then names, not ids ("Acme Shoes (Page 101)", "connected by Ana Example"), each connection's health as
+vault/health.py decides it, the messages the last steps left (service/routes/forms.py), what the
+providers removed since the page was last seen, and the account's last ten events in words
+(service/events/words.py); ids, scopes and expiry times under "Details". Never a token.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -24,11 +26,13 @@ from service.routes.common import (
     templates,
     wants_json,
 )
-from service.routes.forms import checked_form, csrf_token, take_messages
-from service.vault import TokenRecord
+from service.routes.forms import WARNING, checked_form, csrf_token, take_messages
+from service.vault import TokenRecord, health
+from service.vault.verdicts import Removal
 
-# A Shopify refresh token this close to its end is flagged: after it, only a new install gives a token.
-REFRESH_TOKEN_WARNING = timedelta(days=7)
+# Set by the Shopify login, taken off by its callback: still there, the merchant left Shopify's consent
+# page without installing (Shopify sends nobody back on a cancel: docs/providers.md, "Declining").
+PENDING_INSTALL = "shopify_install"
 
 
 def _when(moment: datetime | None) -> str | None:
@@ -39,67 +43,64 @@ def _tasks(record: TokenRecord) -> list[str]:
     return [task for task in (record.tasks or "").split(",") if task]
 
 
-def attention(record: TokenRecord, now: datetime) -> str | None:
-    """Why this token needs the merchant to connect again, or None.
-
-    A token is dead when its expiry has passed and nothing can refresh it: that is how `tokens check
-    --online` and the bot's clients mark a token the provider refused (expires_at set to the time they
-    found out), and how a short-lived token ends. A Shopify token that can be refreshed lives as long
-    as its refresh token, which is flagged a week before its end."""
-    if record.refreshable:
-        end = record.refresh_expires_at
-        if end is not None and end <= now:
-            return "Its refresh token has expired, so Shopify will not give a new access token: reconnect the store."
-        if end is not None and end - now < REFRESH_TOKEN_WARNING:
-            return f"Its refresh token ends on {end:%Y-%m-%d %H:%M} UTC: reconnect the store before then."
-        return None
-    if record.expires_at is not None and record.expires_at <= now:
-        if record.provider == keys.SHOPIFY:
-            return "Shopify no longer accepts its token: reconnect the store."
-        return "Facebook no longer accepts its Page token: connect Facebook again."
-    return None
+def _health(found: health.Health, label: str) -> dict:
+    return {
+        **found.as_dict(),
+        "needs_reconnecting": found.needs_merchant,  # the button that mends it is shown
+        "clause": found.clause,
+        "reason_text": found.sentence(label),
+    }
 
 
 def describe_account(account: str | None, records: list[TokenRecord], now: datetime | None = None) -> dict:
-    """What the page shows: names, scopes and expiry times of each connection, what needs
-    reconnecting (`needs`), never a value."""
+    """What the page shows: names, each connection's health in words, the details (scopes, expiry times),
+    what needs reconnecting (`needs`) and the first line (`headline`); never a value."""
     now = now or utcnow()
     shops, pages, users = [], [], []
-    for record in records:
+    for record in sorted(records, key=lambda record: (record.created_at or now, record.key)):
         info = keys.describe_key(record.key)
         if info is None or info.is_uuid:
             continue
-        reason = attention(record, now)
+        found = health.of_record(record, now)
         if record.key.startswith(keys.SHOPIFY_TOKEN_PREFIX):
+            domain = record.subject or info.subject
             shops.append(
                 {
-                    "shop": record.subject or info.subject,
+                    "shop": domain,
                     "name": record.name,
+                    "label": record.name or domain,
                     "scopes": record.scopes,
                     "expires_at": _when(record.expires_at),
                     "refresh_expires_at": _when(record.refresh_expires_at),
-                    "needs_reconnecting": reason is not None,
-                    "reason": reason,
+                    **_health(found, record.name or domain),
                 }
             )
         elif record.key.startswith(keys.PAGE_TOKEN_PREFIX):
+            label = record.name or f"Page {info.subject}"
             pages.append(
                 {
                     "page_id": info.subject,
                     "name": record.name,
+                    "label": label,
                     "category": record.category,
                     "tasks": _tasks(record),
                     "granted_by": record.granted_by,
                     "granted_by_name": None,  # filled below, from the user's own row
                     "scopes": record.scopes,
                     "expires_at": _when(record.expires_at),
-                    "needs_reconnecting": reason is not None,
-                    "reason": reason,
+                    "checked_at": _when(record.checked_at),
+                    **_health(found, label),
                 }
             )
         elif record.key.startswith(keys.FACEBOOK_USER_TOKEN_PREFIX):
+            label = f"{record.name or 'Facebook user ' + info.subject}'s Facebook login"
             users.append(
-                {"facebook_user_id": info.subject, "name": record.name, "expires_at": _when(record.expires_at)}
+                {
+                    "facebook_user_id": info.subject,
+                    "name": record.name,
+                    "expires_at": _when(record.expires_at),
+                    **_health(found, label),
+                }
             )
     names = {user["facebook_user_id"]: user["name"] for user in users}
     for page in pages:
@@ -109,6 +110,7 @@ def describe_account(account: str | None, records: list[TokenRecord], now: datet
     missing = [name for name, have in (("shopify", shops), ("facebook", pages)) if not have]
     return {
         "account": account,
+        "headline": headline(shops, pages),
         "shops": shops,
         "pages": pages,
         "facebook_users": users,
@@ -117,17 +119,73 @@ def describe_account(account: str | None, records: list[TokenRecord], now: datet
     }
 
 
+def _listed(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def headline(shops: list[dict], pages: list[dict]) -> str:
+    """Where the bot stands, in words: what needs reconnecting and why, where the bot answers and with
+    whose products, what ends soon. `shops` in the order they were connected (the bot sells from the first
+    that works, as PageConnection.shop names the first connected)."""
+    if not shops and not pages:
+        return "Connect a Shopify store and a Facebook Page so the bot can answer shoppers."
+    broken = [item for item in (*shops, *pages) if item["health"] == health.NEEDS_RECONNECT]
+    said = []
+    if len(broken) == 1:
+        said.append(broken[0]["reason_text"])
+    elif broken:
+        clauses = "; ".join(f"{item['label']} ({item['clause']})" for item in broken)
+        said.append(f"{len(broken)} connections need reconnecting: {clauses}.")
+    answering = [page["label"] for page in pages if page["health"] != health.NEEDS_RECONNECT]
+    selling = next((shop["label"] for shop in shops if shop["health"] != health.NEEDS_RECONNECT), None)
+    if answering and selling:
+        said.append(f"Your bot answers on {_listed(answering)} with products from {selling}.")
+    elif answering:
+        if shops:
+            said.append(f"Until then your bot answers on {_listed(answering)} without products.")
+        else:
+            said.append(f"Connect a Shopify store so the bot has products to sell on {_listed(answering)}.")
+    elif pages:
+        said.append("Until then your bot cannot answer shoppers.")
+    else:
+        said.append("Connect a Facebook Page so the bot can answer shoppers.")
+    said += [item["reason_text"] for item in (*shops, *pages) if item["health"] == health.EXPIRING_SOON]
+    return " ".join(said)
+
+
+def _removal_message(removal: Removal) -> dict:
+    label = removal.name or (removal.subject if removal.provider == keys.SHOPIFY else f"Page {removal.subject}")
+    return {"kind": WARNING, "code": removal.reason, "text": removal.health.sentence(label)}
+
+
 async def status_page(request: Request) -> Response:
     app = services(request)
     account = session_account(request)
     records = await app.store.list_tokens(account_uuid=account) if account else []
+    messages = take_messages(request)
+    pending = request.session.pop(PENDING_INSTALL, None)
+    if isinstance(pending, str):
+        messages.append(
+            {
+                "kind": WARNING,
+                "code": "install_not_finished",
+                "text": f"You did not finish installing the app on {pending}, so nothing changed there. "
+                "Connect the store again when you are ready.",
+            }
+        )
+    removed = await app.store.verdicts.take_removals(account) if account else []
+    messages += [_removal_message(removal) for removal in removed]
     activity = [described(event) for event in await app.store.event_log.recent(account)] if account else []
-    view = {**describe_account(account, records), "recent_activity": activity, "messages": take_messages(request)}
+    view = {**describe_account(account, records), "recent_activity": activity, "messages": messages}
     if wants_json(request):
         # A script that wants to POST a form (disconnect, log out) takes the token from here.
-        return JSONResponse({**view, "csrf_token": csrf_token(request)}, headers=PRIVATE_PAGE_HEADERS)
+        removals = [
+            {"provider": r.provider, "subject": r.subject, "name": r.name, **r.health.as_dict()} for r in removed
+        ]
+        view = {**view, "removed": removals, "csrf_token": csrf_token(request)}
+        return JSONResponse(view, headers=PRIVATE_PAGE_HEADERS)
     # Only an account's page has forms that POST: an anonymous view makes no session (crawlers make no rows).
-    context = {**view, "demo": app.demo is not None, "csrf_token": csrf_token(request) if account else None}
+    context = {**view, "demo": app.demo, "csrf_token": csrf_token(request) if account else None}
     return templates.TemplateResponse(request, "status.html", context, headers=PRIVATE_PAGE_HEADERS)
 
 

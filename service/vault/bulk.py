@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING, Any
 from service.crypto import KeyRing
 from service.errors import UndecryptableValue
 from service.models import utcnow
-from service.vault import events, sql
-from service.vault.events import Actor
-from service.vault.planner import ABSENT, Plan, Swap, plan_mark_expired, plan_swaps, plan_writes
+from service.vault import sql
+from service.vault.planner import ABSENT, Plan, Swap, plan_swaps, plan_writes
 from service.vault.schema import TokenWrite, write_problem
 from service.vault.writes import ReadWrite
 
@@ -40,6 +39,7 @@ class StoredRow:
     provider: str | None = None
     subject: str | None = None
     expires_at: datetime | None = None
+    health: str | None = None  # the stored verdict (vault/health.py), None when nothing is wrong
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,8 @@ class Rotation:
 
 
 def _row(values: Sequence[Any]) -> StoredRow:
-    key, type_, value, refresh_token, provider, subject, expires_at = values
-    return StoredRow(key, type_, value, refresh_token, provider, subject, sql.from_disk(expires_at))
+    key, type_, value, refresh_token, provider, subject, expires_at, health = values
+    return StoredRow(key, type_, value, refresh_token, provider, subject, sql.from_disk(expires_at), health)
 
 
 class Bulk:
@@ -126,35 +126,6 @@ class Bulk:
             return set()
         (swapped,) = await self._store.write(plan_swaps(swaps))
         return set(swapped)
-
-    async def mark_expired(
-        self,
-        rows: Sequence[StoredRow],
-        when: datetime,
-        *,
-        by: Actor | None = None,
-        reason: str | None = events.PROVIDER_REFUSED,
-    ) -> int:
-        """Mark tokens found dead: expires_at = when, unless rewritten meanwhile or expiring sooner; a
-        `marked_dead` event for each one marked, in the same transaction."""
-        if not rows:
-            return 0
-        read = {row.key: row.value for row in rows}
-        recorder = self._store.recorder
-
-        def decide(found: list[list[Any]]) -> tuple[Plan, int]:
-            current = [events.StoredRow.of(row) for row in found[0]]
-            marked = [
-                row
-                for row in current
-                if read.get(row.key) == row.value and (row.expires_at is None or row.expires_at > when)
-            ]
-            plan = plan_mark_expired([(row.key, row.value) for row in marked], when)
-            recorded = events.about_rows(events.MARKED_DEAD, marked, self._ring, reason=reason)
-            return recorder.record(plan, recorded, by=by), len(marked)
-
-        unit = ReadWrite([(sql.EVENT_ROWS, {"keys": list(read)})], decide)
-        return (await self._store.read_write(unit)).result  # type: ignore[no-any-return]
 
     async def import_writes(self, writes: Sequence[TokenWrite], *, overwrite: bool, dry_run: bool) -> list[Outcome]:
         """Store each write unless a different value is already there (or `overwrite`), in one transaction;

@@ -34,12 +34,15 @@ from service.events import (  # noqa: F401  (the kinds and roles, for the vault'
     DATA_DELETED,
     DEAUTHORIZED,
     DISCONNECTED,
+    HEALTH_CHANGED,
     IMPORTED,
     KEYS_ROTATED,
     KINDS,
     MARKED_DEAD,
     RECONNECTED,
+    RECOVERED,
     REDACTED,
+    REFRESH_FAILED,
     REFRESHED,
     RESTORED,
     SWEEP,
@@ -52,10 +55,22 @@ from service.events import (  # noqa: F401  (the kinds and roles, for the vault'
 from service.models import utcnow
 from service.providers.shopify import normalize_shop
 from service.vault import sql
+from service.vault.health import GONE, OK
 from service.vault.planner import Plan, Step
 
-# Reason codes (issue 18 names Graph's 190 subcodes and the health states' reasons).
-PROVIDER_REFUSED = "provider_refused"  # the provider answered that the token no longer works
+# The health a connection is left in by the events that say it by their kind alone; health events
+# (health_changed, marked_dead, refresh_failed) carry the verdict's. Reason codes are vault/health.py's.
+HEALTH_AFTER = {
+    CONNECTED: OK,
+    RECONNECTED: OK,
+    REFRESHED: OK,
+    RECOVERED: OK,
+    DISCONNECTED: GONE,
+    UNINSTALLED: GONE,
+    REDACTED: GONE,
+    DEAUTHORIZED: GONE,
+    DATA_DELETED: GONE,
+}
 
 # A webhook delivery is retried for this long after its event, then marked failed.
 DELIVERY_WINDOW = timedelta(hours=24)
@@ -105,7 +120,7 @@ class Event:
     subject: str | None = None
     name: str | None = None
     reason: str | None = None
-    health: str | None = None  # filled by issue 18's health states
+    health: str | None = None  # vault/health.py's state after it (default: HEALTH_AFTER's, by kind)
     detail: Mapping[str, Any] | None = None  # a job's counts
     token: str | None = field(default=None, repr=False)  # only ever fingerprinted, never stored
     fingerprint: str | None = None  # when the caller computed it already
@@ -185,7 +200,7 @@ class Recorder:
             "instance": instance(),
             "os_user": by.os_user,
             "reason": event.reason,
-            "health": event.health,
+            "health": event.health or HEALTH_AFTER.get(event.kind),
             "fingerprint": event.fingerprint or self.fingerprint(event.token),
             "detail": None if event.detail is None else json.dumps(event.detail, sort_keys=True),
         }

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from service import keys
@@ -155,12 +155,6 @@ def closing_plan(plans: Sequence[Plan]) -> Plan:
     return Plan(merged)
 
 
-def plan_delete(keys_to_delete: Sequence[str]) -> Plan:
-    """Delete rows by key; the step returns the keys that existed."""
-    wanted = list(keys_to_delete)
-    return Plan([Step(sql.DELETE_KEYS, [{"keys": wanted}], returning=True)], set(wanted), dict.fromkeys(wanted))
-
-
 @dataclass(frozen=True)
 class Swap:
     """New ciphertexts for a row (same plaintext), written only while it still holds the old ones."""
@@ -182,10 +176,53 @@ def plan_swaps(swaps: Sequence[Swap]) -> Plan:
     return Plan([Step(sql.SWAP_CIPHERTEXTS, rows, returning=True)] if rows else [])
 
 
-def plan_mark_expired(rows: Sequence[tuple[str, str]], when: datetime) -> Plan:
-    """Set expires_at to `when` on rows (key, ciphertext) that still hold that ciphertext and expire later."""
-    params = [{"key": key, "old": old, "when": when} for key, old in rows]
-    return Plan([Step(sql.MARK_EXPIRED, params, returning=True)] if params else [], {key for key, _ in rows})
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # stands for "no date" where SQL compares dates
+
+
+def plan_health(
+    key: str,
+    state: str | None,
+    reason: str | None,
+    until: datetime | None,
+    *,
+    expected: str | None,
+    now: datetime,
+    checked: bool,
+) -> Plan:
+    """Store a verdict (state None: nothing wrong) where it differs from the stored one: the first step
+    returns the key then. checked: the provider was asked just now (checked_at). Both only while the row
+    holds `expected` (a ciphertext; None: whatever it holds)."""
+    params = {
+        "key": key,
+        "expected": expected,
+        "health": state,
+        "reason": reason,
+        "until": until,
+        "health_text": state or "",
+        "reason_text": reason or "",
+        "epoch": _EPOCH,
+        "until_or_epoch": until or _EPOCH,
+    }
+    # Nothing is touched up front: a verdict that changes nothing must not drop cached entries; one that
+    # does returns its key, which settles the cache (Plan.changed).
+    steps = [Step(sql.SET_HEALTH, [params], returning=True)]
+    if checked:
+        steps.append(Step(sql.MARK_CHECKED, [{"key": key, "expected": expected, "now": now}]))
+    return Plan(steps)
+
+
+def plan_checked(rows: Sequence[tuple[str, str]], now: datetime) -> Plan:
+    """checked_at = now for rows (key, ciphertext) the provider found unchanged, while they hold that value."""
+    params = [{"key": key, "expected": expected, "now": now} for key, expected in rows]
+    return Plan([Step(sql.MARK_CHECKED, params)] if params else [])
+
+
+def plan_refresh_failed(key: str, failures: int, retry_at: datetime) -> Plan:
+    return Plan([Step(sql.REFRESH_FAILED, [{"key": key, "failures": failures, "retry_at": retry_at}])])
+
+
+def plan_note_used(keys_used: Sequence[str], now: datetime) -> Plan:
+    return Plan([Step(sql.NOTE_USED, [{"keys": list(keys_used), "now": now}])] if keys_used else [])
 
 
 def plan_metadata(key: str, fields: Mapping[str, Any], ring: KeyRing) -> Plan:

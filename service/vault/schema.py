@@ -29,15 +29,30 @@ class Account(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+def _partial(name: str, column: str, where: str) -> Index:
+    clause = text(where)
+    return Index(name, column, sqlite_where=clause, postgresql_where=clause)
+
+
 def _without_nulls(column: str) -> Index:
     # Rows without an account or a granting user (many) write no index entry (revision 0006).
-    where = text(f"{column} IS NOT NULL")
-    return Index(f"ix_tokens_{column}", column, sqlite_where=where, postgresql_where=where)
+    return _partial(f"ix_tokens_{column}", column, f"{column} IS NOT NULL")
+
+
+# What the sweep looks for (revision 0010), each through an index of the rows it can concern.
+_REFRESHABLE = "refresh_token IS NOT NULL"
+PAGE_TOKEN_ROWS = "substr(key, 1, 22) = 'FACEBOOK_ACCESS_TOKEN_'"
 
 
 class Token(Base):
     __tablename__ = "tokens"
-    __table_args__ = (_without_nulls("account_uuid"), _without_nulls("granted_by"))
+    __table_args__ = (
+        _without_nulls("account_uuid"),
+        _without_nulls("granted_by"),
+        _partial("ix_tokens_refresh_due", "expires_at", _REFRESHABLE),
+        _partial("ix_tokens_refresh_chain", "refresh_expires_at", _REFRESHABLE),
+        _partial("ix_tokens_page_checked", "checked_at", PAGE_TOKEN_ROWS),
+    )
 
     # The seed's three columns, names and meaning unchanged.
     key: Mapped[str] = mapped_column(Text, primary_key=True)
@@ -60,6 +75,39 @@ class Token(Base):
     name: Mapped[str | None] = mapped_column(Text)  # the Page's, the Facebook user's or the shop's name
     category: Mapped[str | None] = mapped_column(Text)  # a Page's category
     tasks: Mapped[str | None] = mapped_column(Text)  # a Page's tasks for the user who granted it, comma-separated
+    # Health (revision 0010, service/vault/health.py): the provider's last verdict on the stored token,
+    # when it was last asked, and the Shopify refresh cooldown every process shares.
+    health: Mapped[str | None] = mapped_column(String(16))  # "needs_reconnect" | "expiring_soon" | None
+    health_reason: Mapped[str | None] = mapped_column(String(32))  # a reason code (health.REASONS)
+    health_until: Mapped[datetime | None] = mapped_column(UTCDateTime())  # expiring_soon: act before then
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # the provider last asked about it
+    refresh_failures: Mapped[int | None] = mapped_column(Integer)  # failed refreshes in a row
+    refresh_retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # no refresh before then
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # a bot last asked for it (about)
+
+
+class ConnectionRemoval(Base):
+    """A store or Page a provider removed (uninstall, redaction, deauthorization, data deletion), kept
+    until the merchant has seen it on the connections page; pruned after REMOVALS_KEPT."""
+
+    __tablename__ = "connection_removals"
+    __table_args__ = (
+        Index(
+            "ix_connection_removals_account_uuid",
+            "account_uuid",
+            sqlite_where=text("seen_at IS NULL"),
+            postgresql_where=text("seen_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_uuid: Mapped[str | None] = mapped_column(String(36))
+    provider: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(Text)  # the shop domain or the Page id
+    name: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(String(32))  # a reason code whose state is "gone"
+    removed_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class TokenChange(Base):
@@ -145,9 +193,25 @@ METADATA_COLUMNS = frozenset(
         "name",
         "category",
         "tasks",
+        "refresh_retry_at",  # an operator (or a test) may end a shop's cooldown early
     }
 )
-DATETIME_COLUMNS = frozenset({"expires_at", "refresh_expires_at", "refresh_lease_until", "created_at", "updated_at"})
+# What is known about the stored token rather than given with it: a write of a token clears those it does
+# not name (a new token has no verdict, no failures, and has not been checked yet).
+HEALTH_COLUMNS = ("health", "health_reason", "health_until", "checked_at", "refresh_failures", "refresh_retry_at")
+DATETIME_COLUMNS = frozenset(
+    {
+        "expires_at",
+        "refresh_expires_at",
+        "refresh_lease_until",
+        "created_at",
+        "updated_at",
+        "health_until",
+        "checked_at",
+        "refresh_retry_at",
+        "used_at",
+    }
+)
 ENCRYPTED_COLUMNS = frozenset({"value", "refresh_token"})
 
 
@@ -178,6 +242,13 @@ class TokenRecord:
     name: str | None = None
     category: str | None = None
     tasks: str | None = None
+    health: str | None = None  # the stored verdict: read it through service.vault.health.of_record
+    health_reason: str | None = None
+    health_until: datetime | None = None
+    checked_at: datetime | None = None
+    refresh_failures: int | None = None
+    refresh_retry_at: datetime | None = None
+    used_at: datetime | None = None
     refreshable: bool = False  # a refresh token is stored (listings say so without reading it)
 
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from service import keys
-from service.vault.schema import RECORD_COLUMNS
+from service.vault.schema import HEALTH_COLUMNS, PAGE_TOKEN_ROWS, RECORD_COLUMNS
 
 SQLITE, POSTGRES = "sqlite", "postgresql"
 # SQLAlchemy's SQLite DateTime storage format: a fixed width, so text order is time order.
@@ -112,32 +112,32 @@ LINKS = "SELECT key, account_uuid, granted_by FROM tokens WHERE key IN :keys FOR
 # What the bot asks (vault/connections.py), one statement each, every row found through an index: the
 # token's row by key, its account (its own link, else its UUID entry's), then the account's other rows
 # through the account index. Only the first row carries a ciphertext.
+# Both carry the token row's health columns (vault/health.py decides what they mean).
 PAGE_CONNECTION = (
     "SELECT page.key, page.value, page.expires_at, page.account, page.name, "
     "(SELECT shop.key FROM tokens AS shop WHERE shop.account_uuid = page.account AND shop.type = 'token' "
     f"AND substr(shop.key, 1, {len(keys.SHOPIFY_TOKEN_PREFIX)}) = '{keys.SHOPIFY_TOKEN_PREFIX}' "
-    "ORDER BY shop.created_at, shop.key LIMIT 1) "
-    "FROM (SELECT key, value, expires_at, name, "
+    "ORDER BY shop.created_at, shop.key LIMIT 1), "
+    "page.health, page.health_reason, page.health_until "
+    "FROM (SELECT key, value, expires_at, name, health, health_reason, health_until, "
     "coalesce(account_uuid, (SELECT link.account_uuid FROM tokens AS link WHERE link.key = :uuid_key)) AS account "
     "FROM tokens WHERE key = :key) AS page"
 )
 SHOP_CONNECTION = (
     "WITH shop AS (SELECT key, value, expires_at, refresh_token IS NOT NULL AS refreshable, "
-    "coalesce(account_uuid, (SELECT link.account_uuid FROM tokens AS link WHERE link.key = :uuid_key)) AS account "
-    "FROM tokens WHERE key = :key) "
-    "SELECT key, value, expires_at, refreshable, account FROM shop "
-    "UNION ALL SELECT page.key, NULL, NULL, NULL, NULL FROM tokens AS page JOIN shop "
+    "coalesce(account_uuid, (SELECT link.account_uuid FROM tokens AS link WHERE link.key = :uuid_key)) AS account, "
+    "health, health_reason, health_until, refresh_expires_at FROM tokens WHERE key = :key) "
+    "SELECT key, value, expires_at, refreshable, account, health, health_reason, health_until, refresh_expires_at "
+    "FROM shop UNION ALL SELECT page.key, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM tokens AS page JOIN shop "
     "ON page.account_uuid = shop.account WHERE page.type = 'token' "
     f"AND substr(page.key, 1, {len(keys.PAGE_TOKEN_PREFIX)}) = '{keys.PAGE_TOKEN_PREFIX}'"
 )
 COUNT = "SELECT count(*) FROM tokens"
 NEWEST = "SELECT key, value FROM tokens ORDER BY updated_at DESC NULLS LAST, key LIMIT 1"
 # Jobs: ciphertexts as stored, a batch at a time in key order.
-RAW_BATCH = (
-    "SELECT key, type, value, refresh_token, provider, subject, expires_at FROM tokens "
-    "WHERE key > :after ORDER BY key LIMIT :limit"
-)
-RAW_ROWS = "SELECT key, type, value, refresh_token, provider, subject, expires_at FROM tokens WHERE key IN :keys"
+_RAW = "SELECT key, type, value, refresh_token, provider, subject, expires_at, health FROM tokens"
+RAW_BATCH = f"{_RAW} WHERE key > :after ORDER BY key LIMIT :limit"
+RAW_ROWS = f"{_RAW} WHERE key IN :keys"
 CIPHERTEXTS = "SELECT key, value FROM tokens WHERE key IN :keys"
 # SQLite's change log (revision 0006): the newest seq is the version; readers look back this far at most.
 CHANGE_VERSION = "SELECT coalesce(max(seq), 0) FROM token_changes"
@@ -152,6 +152,11 @@ FACEBOOK_USER_ROWS = (
     "OR (:erase_links AND (granted_by = :user OR key IN "
     "(SELECT 'PAGE_UUID_' || subject FROM tokens AS page WHERE page.granted_by = :user))) FOR UPDATE"
 )
+
+# A token row's verdict as stored, before a new one is written (vault/verdicts.py), and before a
+# refreshed pair replaces it (vault/refresh.py): whether it still holds the token, and how it stood.
+HEALTH_ROW = "SELECT value, health, health_reason, health_until FROM tokens WHERE key = :key FOR UPDATE"
+REFRESH_ROW = "SELECT value, health, refresh_failures FROM tokens WHERE key = :key FOR UPDATE"
 
 ADVISORY_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"
 
@@ -177,11 +182,33 @@ RELINK_TOKEN = (
 )
 DELETE_KEYS = "DELETE FROM tokens WHERE key IN :keys RETURNING key"
 # Revocations (service/revocations.py). An uninstall older than the stored token (a reinstall raced
-# its webhook) deletes nothing.
-FORGET_SHOP_TOKEN = (
-    "DELETE FROM tokens WHERE key = :key AND (CAST(:not_after AS TIMESTAMP) IS NULL OR updated_at IS NULL "
-    "OR updated_at <= :not_after) RETURNING key"
+# its webhook) deletes nothing (vault/deletions.py decides) and is not remembered as a removal.
+_NOT_AFTER = "(CAST(:not_after AS TIMESTAMP) IS NULL OR updated_at IS NULL OR updated_at <= :not_after)"
+# What a revocation removed, for the merchant to see once (connection_removals), written before the rows
+# go, in the same transaction: the account from the row or its UUID entry, the name as last stored.
+_REMOVAL = "INSERT INTO connection_removals (account_uuid, provider, subject, name, reason, removed_at) "
+_ACCOUNT_OF = "coalesce({row}.account_uuid, (SELECT link.account_uuid FROM tokens AS link WHERE link.key = {uuid_key}))"
+REMOVED_SHOP = (
+    _REMOVAL + f"SELECT {_ACCOUNT_OF.format(row='tokens', uuid_key=':uuid_key')}, 'shopify', :subject, name, :reason, "
+    f":now FROM tokens WHERE key = :key AND {_NOT_AFTER}"
 )
+REMOVED_PAGE = (
+    _REMOVAL + f"SELECT {_ACCOUNT_OF.format(row='tokens', uuid_key=':uuid_key')}, 'facebook', :subject, name, :reason, "
+    ":now FROM tokens WHERE key = :key"
+)
+# The Pages a Facebook user's grant gave.
+_PAGE_ACCOUNT = _ACCOUNT_OF.format(row="page", uuid_key="'PAGE_UUID_' || page.subject")
+REMOVED_PAGES_OF_USER = (
+    _REMOVAL + f"SELECT {_PAGE_ACCOUNT}, "
+    "'facebook', page.subject, page.name, :reason, :now FROM tokens AS page "
+    f"WHERE page.granted_by = :user AND page.type = 'token' AND {PAGE_TOKEN_ROWS.replace('key', 'page.key')}"
+)
+UNSEEN_REMOVALS = (
+    "SELECT id, provider, subject, name, reason, removed_at FROM connection_removals "
+    "WHERE account_uuid = :account AND seen_at IS NULL ORDER BY id"
+)
+SEEN_REMOVALS = "UPDATE connection_removals SET seen_at = :now WHERE id IN :ids AND seen_at IS NULL RETURNING id"
+PRUNE_REMOVALS = "DELETE FROM connection_removals WHERE removed_at < :before RETURNING id"
 # A Facebook user's token and every Page token their grant gave; with erase_links, the Pages' links too
 # (links carry granted_by; older ones are found through their Page token's subject).
 FORGET_FACEBOOK_USER = (
@@ -197,10 +224,36 @@ _SAME = (
 SWAP_CIPHERTEXTS = (
     f"UPDATE tokens SET value = :new, refresh_token = :new_refresh WHERE key = :key AND {_SAME} RETURNING key"
 )
-MARK_EXPIRED = (
-    "UPDATE tokens SET expires_at = :when WHERE key = :key AND value = :old "
-    "AND (expires_at IS NULL OR expires_at > :when) RETURNING key"
+# Health (vault/health.py): a provider's verdict, written only where it differs from the stored one
+# (`value = value`, so every process's cached connection hears of it), and only while the row still
+# holds the token it is about (:expected, the ciphertext; NULL: whatever it holds).
+_STILL_HOLDS = "(CAST(:expected AS TEXT) IS NULL OR value = :expected)"
+SET_HEALTH = (
+    "UPDATE tokens SET health = :health, health_reason = :reason, health_until = :until, value = value "
+    f"WHERE key = :key AND {_STILL_HOLDS} AND (coalesce(health, '') <> :health_text "
+    "OR coalesce(health_reason, '') <> :reason_text OR coalesce(health_until, :epoch) <> :until_or_epoch) RETURNING key"
 )
+MARK_CHECKED = f"UPDATE tokens SET checked_at = :now WHERE key = :key AND {_STILL_HOLDS}"
+# A failed Shopify refresh: the lease ends, and the cooldown every process waits out begins.
+REFRESH_FAILED = (
+    "UPDATE tokens SET refresh_lease_until = NULL, refresh_failures = :failures, refresh_retry_at = :retry_at "
+    "WHERE key = :key"
+)
+# When a bot last asked for a shop's token (not a watched column: no cache hears of it).
+NOTE_USED = "UPDATE tokens SET used_at = :now WHERE key IN :keys"
+# The sweep's work (service/sweep.py), each through its partial index (revision 0010), a bite at a time.
+# Shops in use whose token expires soon; refresh chains near their end; Pages never checked, then the
+# longest unchecked. Rows that need reconnecting, or wait out a cooldown, are left alone.
+_SWEEPABLE_SHOP = (
+    "SELECT key FROM tokens WHERE refresh_token IS NOT NULL AND {column} >= :now AND {column} < :horizon "
+    "AND (health IS NULL OR health <> 'needs_reconnect') "
+    "AND (refresh_retry_at IS NULL OR refresh_retry_at <= :now){more} ORDER BY {column} LIMIT :limit"
+)
+SHOPS_DUE = _SWEEPABLE_SHOP.format(column="expires_at", more=" AND used_at >= :used_since")
+CHAINS_ENDING = _SWEEPABLE_SHOP.format(column="refresh_expires_at", more="")
+_PAGE_TOKENS = f"SELECT key, value FROM tokens WHERE {PAGE_TOKEN_ROWS} AND "
+PAGES_NEVER_CHECKED = _PAGE_TOKENS + "checked_at IS NULL LIMIT :limit"
+PAGES_CHECKED_BEFORE = _PAGE_TOKENS + "checked_at < :before ORDER BY checked_at LIMIT :limit"
 # The Shopify refresh lease (vault/refresh.py): taken only when free or run out.
 TAKE_LEASE = (
     "UPDATE tokens SET refresh_lease_until = :until WHERE key = :key "
@@ -232,6 +285,8 @@ def upsert(columns: frozenset[str], *, account_from_entry: bool, guard: str | No
     values = [":key", ":value", ":type", *(f":{name}" for name in names), ":now", ":now"]
     updates = ["value = excluded.value", "type = excluded.type", "updated_at = excluded.updated_at"]
     updates += [f"{name} = excluded.{name}" for name in names]
+    # A new token starts with a clean bill: no verdict, no failed refreshes, not checked yet.
+    updates += [f"{name} = NULL" for name in HEALTH_COLUMNS if name not in columns]
     if account_from_entry:
         insert_columns.append("account_uuid")
         values.append("(SELECT owner.account_uuid FROM tokens AS owner WHERE owner.key = :uuid_key)")

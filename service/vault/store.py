@@ -32,7 +32,7 @@ from service.models import utcnow
 from service.providers.auth import GraphAuth, ShopifyAuth
 from service.providers.shopify import normalize_shop, shop_key
 from service.settings import Settings, normalize_database_url
-from service.vault import connections, deletions, events, linking, sql
+from service.vault import connections, deletions, events, health, linking, sql
 from service.vault.batching import Batcher
 from service.vault.bulk import Bulk
 from service.vault.cache import MISSING, PAGE, REFRESH_MARGIN, SHOP, Entry, Ticket, TokenCache
@@ -61,6 +61,7 @@ from service.vault.schema import (
     validate_write,
 )
 from service.vault.sqlite import SQLiteBackend
+from service.vault.verdicts import Verdicts
 from service.vault.writes import Decided, Job, ReadWrite, Write
 
 if TYPE_CHECKING:
@@ -108,6 +109,7 @@ class TokenStore:
         self._queries = 0  # cache misses that went to the database (a PostgreSQL batch counts once)
         self._loads: Batcher[_Load, Found] = Batcher(self._load_batch, isolate_failures=False)
         self.bulk = Bulk(self, backend, keyring)  # what operator jobs do to the whole table
+        self.verdicts = Verdicts(self, backend, keyring)  # health as stored, and what the sweep reads
         backend.writes.observer = metrics.observe_write_batch
         self._loads.observer = metrics.observe_read
         # Every change records its events with it (vault/events.py); `actor` is who this process is.
@@ -183,6 +185,7 @@ class TokenStore:
 
     async def aclose(self) -> None:
         """Let queued writes commit, then close the vault's connections (open() does this on exit)."""
+        await self.verdicts.aclose()
         await self._loads.drain()
         await self._backend.aclose()
 
@@ -263,16 +266,20 @@ class TokenStore:
         if account_uuid is not None:
             rows = await self._fetch(sql.ACCOUNT_LISTING, {"account": account_uuid})
             return [record for record in map(_listed, rows) if type is None or record.type == type]
-        records: list[TokenRecord] = []
+        return [record async for page in self.listing_pages(type) for record in page]
+
+    async def listing_pages(self, type: str | None = None) -> AsyncIterator[list[TokenRecord]]:
+        """list_tokens' rows a page (PAGE_SIZE) at a time, in key order: a walk of the whole table in
+        bounded memory, each page a short hold of the event loop (the connections gauge walks it so)."""
         after = ""
         while True:
             params: dict[str, Any] = {"after": after, "limit": PAGE_SIZE}
             if type is not None:
                 params["type"] = type
             rows = await self._scan(sql.LISTING if type is None else sql.LISTING_BY_TYPE, params)
-            records += map(_listed, rows)
+            yield [_listed(row) for row in rows]
             if len(rows) < PAGE_SIZE:
-                return records
+                return
             after = rows[-1][0]
 
     async def account_of(self, key: str) -> str | None:
@@ -352,10 +359,12 @@ class TokenStore:
         by: Actor | None = None,
         erase_history: bool = False,
         reason: str | None = None,
+        removed: str | None = None,
     ) -> int:
         """Delete a shop's token (and, with_link, its account link) with its `event`; an uninstall older
         than the stored token (`not_after` before its last write) deletes nothing. erase_history: the
-        shop's earlier events go too (shop/redact). Returns the rows deleted."""
+        shop's earlier events go too (shop/redact). removed: the reason code a provider removed it for
+        ("uninstalled"), which the merchant's page then tells once. Returns the rows deleted."""
         unit = deletions.forget_shop(
             self.recorder,
             shop_key,
@@ -365,15 +374,25 @@ class TokenStore:
             by=by,
             erase_history=erase_history,
             reason=reason,
+            removed=removed,
         )
         return (await self.read_write(unit)).result  # type: ignore[no-any-return]
 
     async def forget_facebook_user(
-        self, user_id: str, *, erase_links: bool, event: str, by: Actor | None = None
+        self, user_id: str, *, erase_links: bool, event: str, by: Actor | None = None, removed: str | None = None
     ) -> int:
         """Delete a Facebook user's token and the Page tokens their grant gave, with `event` for each
-        (erase_links: the Pages' links too, and every earlier event of them). Returns the rows deleted."""
-        unit = deletions.forget_facebook_user(self.recorder, user_id, erase_links=erase_links, kind=event, by=by)
+        (erase_links: the Pages' links too, and every earlier event of them); removed: as forget_shop's,
+        for each Page. Returns the rows deleted."""
+        unit = deletions.forget_facebook_user(
+            self.recorder, user_id, erase_links=erase_links, kind=event, by=by, removed=removed
+        )
+        return (await self.read_write(unit)).result  # type: ignore[no-any-return]
+
+    async def forget_page(self, page_id: str, *, event: str, removed: str, by: Actor | None = None) -> int:
+        """Delete a Page's token, which a provider removed, with `event` (removed: as forget_shop's).
+        Returns the rows deleted."""
+        unit = deletions.forget_page(self.recorder, _page_id(page_id), kind=event, by=by, removed=removed)
         return (await self.read_write(unit)).result  # type: ignore[no-any-return]
 
     async def check_keys(self) -> None:
@@ -399,30 +418,25 @@ class TokenStore:
 
         refused: the token Shopify just answered 401 to: it is refreshed, unless another one was stored
         meanwhile, which is handed back instead."""
+        key = _shop_token_key(shop)
         if refused is None:
-            entry = await self._entry(_shop_token_key(shop), need_due=True)
+            entry = await self._entry(key, need_due=True)
             if entry is None:
                 return None
+            self.verdicts.note_used(key)  # the sweep refreshes ahead the shops bots use
             if time.time() < entry.refresh_due:  # type: ignore[operator]
                 return entry.value
         return await self.shopify_tokens.get(shop, refused=refused)
 
     async def mark_token_dead(
-        self,
-        key: str,
-        value: str | None = None,
-        *,
-        by: Actor | None = None,
-        reason: str | None = events.PROVIDER_REFUSED,
+        self, key: str, value: str | None = None, *, reason: str = "token_invalid", by: Actor | None = None
     ) -> bool:
-        """Mark a token the provider refused as expired now, as `tokens check --online` marks it: unless
-        it was rewritten meanwhile (value: the token that was refused, if known) or expires sooner."""
+        """Record that the provider refused the token under `key` (reason: a code of health.REASONS), as
+        `tokens check --online` and the bot's clients do: the connection needs reconnecting (a
+        `marked_dead` event when it did not already), unless the row was rewritten meanwhile (value: the
+        token that was refused, if known). True when the row held it."""
         validate_key(key)
-        with DATABASE_ERRORS:
-            rows = await self.bulk.rows([key])
-            if not rows or (value is not None and self.bulk.decrypt(rows[0]) != value):
-                return False
-            return await self.bulk.mark_expired(rows, utcnow(), by=by, reason=reason) == 1
+        return await self.verdicts.mark_dead(key, health.verdict(reason), token=value, by=by)
 
     # --- the bot's side --------------------------------------------------------------------------
 
@@ -442,9 +456,13 @@ class TokenStore:
         cached = await self._shop_entry(domain, name)
         if cached is None:
             return None
-        if time.time() < cached.entry.refresh_due:  # type: ignore[operator]
-            return cached.connection
-        token = await self.shopify_tokens.get(domain)  # refreshed, or still valid while it cannot be
+        self.verdicts.note_used(keys.shopify_token_key(name))
+        if time.time() < cached.entry.refresh_due or cached.connection.health == health.NEEDS_RECONNECT:  # type: ignore[operator]
+            return cached.connection  # (a store that needs reconnecting says so: nothing to refresh)
+        try:
+            token = await self.shopify_tokens.get(domain)  # refreshed, or still valid while it cannot be
+        except TokenRevoked:
+            return await self._shop_entry(domain, name)  # now says it needs reconnecting, and why
         cached = await self._shop_entry(domain, name)
         if cached is None or token is None:
             return None
@@ -473,7 +491,10 @@ class TokenStore:
                 raise NotFound(f"The Shopify token of {domain} was deleted (the app was uninstalled).")
             return found
 
-        auth = ShopifyAuth(domain, token)
+        async def dead(renewed: str) -> None:
+            await self.mark_token_dead(_shop_token_key(domain), renewed, reason="token_refused")
+
+        auth = ShopifyAuth(domain, token, dead=dead)
         base, within = self._outbound.shopify_base_url(domain), self._outbound.shopify_admin(domain)
         async with self._outbound.client(base_url=base, auth=auth, within=within, provider="Shopify") as client:
             yield client
@@ -493,19 +514,39 @@ class TokenStore:
             page = await self.page_connection(page_id)
             if page is None:
                 raise NotFound(f"The token of Page {page_id} was deleted (the app was removed on Facebook).")
-            if page.expires_at is not None and page.expires_at <= utcnow():
-                raise TokenRevoked(
-                    f"The token of Page {page_id} was found dead or has expired: connect the Page again."
-                )
+            found = page.assessment
+            if found.state == health.NEEDS_RECONNECT:
+                # Known dead (Graph said 190, or debug_token did): no request is sent.
+                raise TokenRevoked(f"{found.sentence(f'Page {page_id}')} Connect the Page again.", reason=found.reason)
             return page.token
 
-        async def dead(refused: str) -> None:
-            await self.mark_token_dead(key, refused)
+        async def dead(refused: str, reason: str) -> None:
+            await self.mark_token_dead(key, refused, reason=reason)
 
         auth = GraphAuth(page_id, token, str(self.settings.facebook_app_secret), dead)
         base, within = self._outbound.graph_base_url(), self.settings.facebook_graph_base_url
         async with self._outbound.client(base_url=base, auth=auth, within=within, provider="Graph") as client:
             yield client
+
+    async def store_refreshed(self, write: TokenWrite, *, expected: str, by: Actor | None = None) -> bool:
+        """Store a refreshed pair, with its `refreshed` event, while the row still holds `expected` (the
+        ciphertext of the token it replaces); False when it was rewritten meanwhile (then no event). A
+        row that had failed refreshes or a verdict is clean again: `recovered` too."""
+        validate_write(write)
+        now = utcnow()
+
+        def decide(found: list[list[Any]]) -> tuple[Plan, bool]:
+            if not found[0] or found[0][0][0] != expected:
+                return Plan(), False
+            _value, verdict, failures = found[0][0]
+            said = [_written(events.REFRESHED, write)]
+            if verdict is not None or failures:
+                said.append(Event(events.RECOVERED, key=write.key, detail={"failed_refreshes": failures or 0}))
+            plan = plan_writes([write], ring=self._ring, now=now)
+            return self.recorder.record(plan, said, by=by, now=now), True
+
+        unit = ReadWrite([(sql.REFRESH_ROW, {"key": write.key})], decide)
+        return (await self.read_write(unit)).result  # type: ignore[no-any-return]
 
     async def take_refresh_lease(self, key: str, *, now: datetime, until: datetime) -> bool:
         """Take the row's refresh lease unless another process holds one that has not run out."""

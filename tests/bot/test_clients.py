@@ -146,11 +146,15 @@ async def test_graph_error_190_marks_the_page_dead_and_names_it(migrated: Settin
                     await client.post("me/messages", json={"recipient": {"id": "7001"}, "message": {"text": "Hi"}})
                 assert calls(web, "/me/messages") == sent
             page = await store.page_connection("101")
-            assert page is not None and page.expires_at is not None and page.expires_at <= utcnow()
-        # As `tokens check --online` marks a dead token: expires_at set, the value kept, other Pages untouched.
+            assert page is not None and (page.health, page.reason) == ("needs_reconnect", "password_changed")
+            assert raised.value.reason == "password_changed"
+        # As `tokens check --online` records a dead token: the verdict and its reason, the value kept,
+        # the other Pages untouched (nobody asked Facebook about them).
         record = await web.store.get_record("FACEBOOK_ACCESS_TOKEN_101")
-        assert record is not None and record.value == page.token and record.expires_at == page.expires_at
-        assert (await web.store.get_record("FACEBOOK_ACCESS_TOKEN_102")).expires_at is None  # type: ignore[union-attr]
+        assert record is not None and record.value == page.token
+        assert (record.health, record.health_reason, record.expires_at) == ("needs_reconnect", "password_changed", None)
+        other = await web.store.page_connection("102")
+        assert other is not None and (other.health, other.reason) == ("ok", None)
 
 
 async def test_a_token_replaced_meanwhile_is_not_marked_dead(migrated: Settings) -> None:
@@ -161,10 +165,10 @@ async def test_a_token_replaced_meanwhile_is_not_marked_dead(migrated: Settings)
         await web.store.store_token(key, "EAAP-reconnected")
         async with bot_store(web) as store:
             assert await store.mark_token_dead(key, stale) is False
-            assert (await web.store.get_record(key)).expires_at is None  # type: ignore[union-attr]
-            assert await store.mark_token_dead(key, "EAAP-reconnected") is True
-        marked = await web.store.get_record(key)
-        assert marked is not None and marked.expires_at is not None and marked.expires_at <= utcnow()
+            assert (await web.store.get_record(key)).health is None  # type: ignore[union-attr]
+            assert await store.mark_token_dead(key, "EAAP-reconnected", reason="session_invalid") is True
+        marked = await web.store.page_connection("103")
+        assert marked is not None and (marked.health, marked.reason) == ("needs_reconnect", "session_invalid")
 
 
 async def test_graph_rate_limits_raise_with_the_wait_graph_states(migrated: Settings) -> None:
@@ -176,7 +180,7 @@ async def test_graph_rate_limits_raise_with_the_wait_graph_states(migrated: Sett
                 await client.post("me/messages", json={"recipient": {"id": "7001"}, "message": {"text": "Hi"}})
             # X-Business-Use-Case-Usage: estimated_time_to_regain_access is in minutes.
             assert raised.value.retry_after == 60 and raised.value.headers == {"Retry-After": "60"}
-            assert (await store.page_connection("101")).expires_at is None  # type: ignore[union-attr]
+            assert (await store.page_connection("101")).health == "ok"  # type: ignore[union-attr]
 
 
 async def test_the_graph_client_needs_the_app_secret(migrated: Settings) -> None:

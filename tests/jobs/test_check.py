@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
+from unittest.mock import ANY
 
 import httpx
 import pytest
@@ -73,20 +75,42 @@ async def test_online_check_marks_dead_tokens_once(migrated: Settings) -> None:
     async with opened(settings) as store, httpx.AsyncClient(transport=fake_providers(seen)) as client:
         for key, value in TOKENS.items():
             await store.store_token(key, value)
-        before = {row[1]: row for row in await dump(store) if row[0] == "tokens"}
+        before = {key: await store.get_record(key) for key in TOKENS}
+        before_seq = await store.event_log.newest_seq()
         report = await check_tokens(store, online=True, settings=settings, client=client, now=NOW, batch_size=2)
-        after = {row[1]: row for row in await dump(store) if row[0] == "tokens"}
-        dead = {key: (await store.get_record(key)).expires_at for key in report.dead}
+        after = {key: await store.get_record(key) for key in TOKENS}
+        dead = {key: (after[key].health, after[key].health_reason) for key in report.dead}
+        marked = await store.event_log.list(after=before_seq)
         again = await check_tokens(store, online=True, settings=settings, client=client, now=NOW)
-        assert {row[1]: row for row in await dump(store) if row[0] == "tokens"} == after
+        assert await store.event_log.list(after=marked[-1].seq) == []  # found dead again: nothing new happened
+        # The second run finds the same and changes nothing but when each was last asked.
+        assert {key: await store.get_record(key) for key in TOKENS} == {
+            key: dataclasses.replace(record, checked_at=ANY) for key, record in after.items()
+        }
     assert (report.live, sorted(report.dead), report.marked) == (
         2,
         ["FACEBOOK_ACCESS_TOKEN_2", "SHOPIFY_ACCESS_TOKEN_gone"],
         2,
     )
     assert [key for key, _ in report.unknown] == ["FACEBOOK_ACCESS_TOKEN_3"] and not report.ok
-    assert dead == {key: NOW for key in report.dead}
-    assert [key for key in TOKENS if after[key] != before[key]] == sorted(report.dead, reverse=True)
+    # Recorded as every reader of health sees it: Facebook's is_valid false without a subcode, and a
+    # Shopify token that cannot be refreshed, refused.
+    assert dead == {
+        "FACEBOOK_ACCESS_TOKEN_2": ("needs_reconnect", "token_invalid"),
+        "SHOPIFY_ACCESS_TOKEN_gone": ("needs_reconnect", "token_refused"),
+    }
+    assert report.reasons == {"FACEBOOK_ACCESS_TOKEN_2": "token_invalid", "SHOPIFY_ACCESS_TOKEN_gone": "token_refused"}
+    # Each is one `marked_dead` event, with the same named reason and health.
+    assert sorted((event.kind, event.key, event.health, event.reason) for event in marked) == [
+        ("marked_dead", "FACEBOOK_ACCESS_TOKEN_2", "needs_reconnect", "token_invalid"),
+        ("marked_dead", "SHOPIFY_ACCESS_TOKEN_gone", "needs_reconnect", "token_refused"),
+    ]
+    # Values and expiry are never touched; only the health of the dead (and when Facebook was asked).
+    changed = [key for key in TOKENS if (after[key].health, after[key].health_reason) != (None, None)]
+    assert sorted(changed) == sorted(report.dead)
+    assert all((after[key].value, after[key].expires_at) == (before[key].value, None) for key in TOKENS)
+    assert after["FACEBOOK_ACCESS_TOKEN_1"].checked_at is not None
+    assert after["FACEBOOK_ACCESS_TOKEN_3"].checked_at is None  # Facebook did not answer: not checked
     assert again.marked == 0 and len(again.dead) == 2
     assert set(seen) == {"acme.myshopify.com", "gone.myshopify.com", "graph.facebook.com"}
     assert "unknown" in report.table() and "dead" in report.table()
@@ -106,10 +130,10 @@ async def test_an_interrupted_online_check_keeps_its_marks_and_the_rerun_finishe
             await check_tokens(
                 store, online=True, settings=settings, client=client, now=NOW, batch_size=2, after_batch=stop
             )
-        assert (await store.get_record("FACEBOOK_ACCESS_TOKEN_2")).expires_at == NOW
-        assert (await store.get_record("SHOPIFY_ACCESS_TOKEN_gone")).expires_at is None
+        assert (await store.get_record("FACEBOOK_ACCESS_TOKEN_2")).health == "needs_reconnect"
+        assert (await store.get_record("SHOPIFY_ACCESS_TOKEN_gone")).health is None
         report = await check_tokens(store, online=True, settings=settings, client=client, now=NOW, batch_size=2)
-        assert (await store.get_record("SHOPIFY_ACCESS_TOKEN_gone")).expires_at == NOW
+        assert (await store.get_record("SHOPIFY_ACCESS_TOKEN_gone")).health == "needs_reconnect"
     assert report.marked == 1 and len(report.dead) == 2
 
 
@@ -117,7 +141,7 @@ async def test_without_facebook_app_credentials_tokens_are_unknown_not_dead(migr
     async with opened(migrated) as store, httpx.AsyncClient(transport=fake_providers([])) as client:
         await store.store_token("FACEBOOK_ACCESS_TOKEN_2", "EAA-dead")
         report = await check_tokens(store, online=True, settings=migrated, client=client, now=NOW)
-        assert (await store.get_record("FACEBOOK_ACCESS_TOKEN_2")).expires_at is None
+        assert (await store.get_record("FACEBOOK_ACCESS_TOKEN_2")).health is None
     assert report.dead == [] and "FACEBOOK_APP_ID" in report.unknown[0][1]
 
 

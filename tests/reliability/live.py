@@ -23,7 +23,7 @@ from service.sandbox import Sandbox, SandboxConfig
 from service.settings import Settings
 from service.vault import TokenStore
 from tests.conftest import base_environ
-from tests.web import FACEBOOK_APP_ID, FACEBOOK_SECRET, SHOPIFY_KEY, SHOPIFY_SECRET
+from tests.web import FACEBOOK_APP_ID, FACEBOOK_SECRET, NO_SWEEP, SHOPIFY_KEY, SHOPIFY_SECRET
 
 APP = "http://testserver"
 
@@ -132,7 +132,12 @@ class LiveWeb:
 
 @asynccontextmanager
 async def live_app(
-    database_url: str, *, client_timeout: float = 0.5, environ: dict[str, str] | None = None, **overrides: str
+    database_url: str,
+    *,
+    client_timeout: float = 0.5,
+    environ: dict[str, str] | None = None,
+    sweep_every: float = NO_SWEEP,
+    **overrides: str,
 ) -> AsyncIterator[LiveWeb]:
     sandbox = sandbox_for()
     with serve_in_thread(sandbox.app) as sandbox_url:
@@ -146,7 +151,7 @@ async def live_app(
         )
         outbound = LoopbackOnly(sandbox_url)
         http = httpx.AsyncClient(transport=outbound, timeout=httpx.Timeout(settings.http_timeout_seconds))
-        app = create_app(settings, http_client=http)
+        app = create_app(settings, http_client=http, sweep_every=sweep_every)
         async with app.router.lifespan_context(app):
             web = LiveWeb(settings, sandbox, sandbox_url, app.state.services.store, outbound, app)
             try:

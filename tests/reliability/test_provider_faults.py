@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from service.errors import ProviderUnavailable, TokenRevoked
+from service.errors import ProviderUnavailable
 from service.models import utcnow
 from service.settings import Settings
 from tests.reliability.live import APP, LiveWeb, live_app
@@ -160,19 +160,20 @@ async def test_a_failed_refresh_keeps_the_valid_token_and_waits_before_trying_ag
         after = await web.store.get_record(KEY)
         assert after is not None
         assert (after.value, after.refresh_token, after.refresh_lease_until) == (old.value, old.refresh_token, None)
-        # Later (the back-off over), the next call refreshes.
-        web.store.shopify_tokens._retry_at.clear()  # type: ignore[union-attr]
+        # The back-off is in the row, for every process: the first failure waits 30 s.
+        assert after.refresh_failures == 1 and after.refresh_retry_at is not None
+        assert timedelta(seconds=25) < after.refresh_retry_at - utcnow() <= timedelta(seconds=30)
+        # Later (the back-off over: moved into the past, as time would), the next call refreshes.
+        await web.store.set_metadata(KEY, refresh_retry_at=utcnow() - timedelta(seconds=1))
         if kind == "slow":
-            # The stand-in did answer, after we had given up: Shopify spent the single-use refresh token and
-            # the pair we never received replaced it. The next attempt is told so (install again), it does not
-            # loop, and nothing half-written is left behind.
-            await until(lambda: old.refresh_token not in web.sandbox.valid_shopify_refresh_tokens(SHOP))
-            with pytest.raises(TokenRevoked):
-                await web.store.get_shopify_token(SHOP)
-            assert (await web.store.get_record(KEY)).refresh_lease_until is None  # type: ignore[union-attr]
-        else:
-            fresh = await web.store.get_shopify_token(SHOP)
-            assert fresh != old.value and fresh in web.sandbox.valid_shopify_tokens(SHOP)
+            # The stand-in did answer, after we had given up: the pair we never received was issued. Since
+            # 2026-08-28 Shopify keeps the used refresh token usable until that pair is first used, so the
+            # next attempt gets a working pair with it: no reinstall.
+            await until(lambda: web.sandbox.tokens[old.refresh_token or ""].first_used_at is not None)
+        fresh = await web.store.get_shopify_token(SHOP)
+        assert fresh != old.value and fresh in web.sandbox.valid_shopify_tokens(SHOP)
+        settled = await web.store.get_record(KEY)
+        assert settled is not None and (settled.refresh_failures, settled.refresh_retry_at) == (None, None)
 
 
 async def test_an_expired_token_whose_refresh_fails_is_not_handed_out(migrated: Settings) -> None:

@@ -67,7 +67,7 @@ async def run_everything(web: LiveWeb, responses: list[httpx.Response]) -> None:
     await web.store.store_token(key, record_.value, expires_at=utcnow() + timedelta(minutes=1))  # type: ignore[union-attr]
     web.sandbox.faults.add("shopify.access_token", "malformed_json")
     await web.store.get_shopify_token("secret-shop")
-    web.store.shopify_tokens._retry_at.clear()  # type: ignore[union-attr]
+    await web.store.set_metadata(key, refresh_retry_at=utcnow() - timedelta(seconds=1))  # the cooldown over
     await web.store.get_shopify_token("secret-shop")
     # Choosing Pages (a wrong choice, then a right one) and disconnecting: the revocations carry tokens too.
     c = browser()

@@ -398,4 +398,6 @@ async def test_a_shopify_refresh_token_near_its_end_needs_reconnecting(migrated:
         await web.store.set_metadata(key, refresh_expires_at=utcnow() + timedelta(days=3))
         view = await status_json(web.browser)
         assert view["needs"] == [f"reconnect_shopify:{SHOP}"]
-        assert "refresh token ends on" in view["shops"][0]["reason"]
+        shop = view["shops"][0]
+        assert (shop["health"], shop["reason"]) == ("expiring_soon", "refresh_token_ending")
+        assert "refresh token ends on" in shop["reason_text"] and "refresh token ends on" in view["headline"]

@@ -123,9 +123,10 @@ async def test_a_page_the_bots_graph_client_finds_dead_is_marked_dead_by_the_bot
                 await client.post("me/messages", json={"recipient": {"id": "7001"}, "message": {"text": "Hi"}})
         (dead,) = await since(web.store, before)
         words = (await status_json(web.browser))["recent_activity"][0]["words"]
-    assert (dead.kind, dead.subject, dead.actor, dead.reason) == ("marked_dead", "101", "bot", "provider_refused")
+    assert (dead.kind, dead.subject, dead.actor) == ("marked_dead", "101", "bot")
+    assert (dead.health, dead.reason) == ("needs_reconnect", "password_changed")  # Graph's 190/460, named
     assert dead.fingerprint == fingerprint(token)  # type: ignore[arg-type]
-    assert words.startswith("Acme Shoes: Facebook no longer accepts its token (found by the bot), ")
+    assert words.startswith("Acme Shoes needs reconnecting: its Facebook password was changed (found by the bot), ")
 
 
 async def test_an_uninstall_is_an_event_by_the_webhook_once(migrated: Settings) -> None:

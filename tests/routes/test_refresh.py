@@ -47,8 +47,12 @@ async def test_concurrent_callers_cause_one_refresh(migrated: Settings) -> None:
         assert set(tokens) <= {old.value, new.value}
         assert new.refresh_lease_until is None
         assert new.refresh_token != old.refresh_token and new.expires_at > utcnow() + timedelta(minutes=50)
-        # The sandbox agrees: the new pair works, the old one is dead.
+        # The sandbox agrees: the new pair works, the old access token is dead. The old refresh token
+        # stays usable until the new pair is first used (Shopify, since 2026-08-28); then it is retired.
         assert web.sandbox.valid_shopify_tokens(SHOP) == {new.value}
+        assert web.sandbox.valid_shopify_refresh_tokens(SHOP) == {new.refresh_token, old.refresh_token}
+        async with TokenStore.open(web.settings, transport=web.outbound) as bot, bot.shopify_client(SHOP) as client:
+            assert (await client.post("graphql.json", json={"query": "{ shop { name } }"})).status_code == 200
         assert web.sandbox.valid_shopify_refresh_tokens(SHOP) == {new.refresh_token}
 
 

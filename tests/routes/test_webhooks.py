@@ -180,3 +180,25 @@ async def test_a_body_without_its_topics_fields_is_refused_never_read_as_delete_
             body, headers = web.sandbox.shopify_webhook(shop=VICTIM, topic=topic, webhook_id=f"w{n}")
             response = await web.browser.post("/shopify/webhooks", content=body, headers=headers)
             assert response.status_code == 200 and response.json()["status"] == "ok", response.text
+
+
+async def test_uninstall_and_compliance_webhooks_need_no_token_even_an_expired_one(migrated: Settings) -> None:
+    # Other integrations fail these forever once their stored token expired (they refresh first, and the
+    # refresh is refused after an uninstall). Here nothing is refreshed, nothing is sent anywhere.
+    async with running_app(migrated.database_url) as web:
+        await connect_shopify(web.browser)
+        key = "SHOPIFY_ACCESS_TOKEN_acme-7cu19ngr"
+        long_ago = datetime.now(UTC) - timedelta(days=200)
+        await web.store.set_metadata(key, expires_at=long_ago, refresh_expires_at=long_ago + timedelta(days=90))
+        web.sandbox.revoke_shopify(SHOP)  # as the uninstall itself does: any refresh would be refused
+        sent_before = list(web.outbound.urls)
+        answers = {}
+        for topic in ("customers/data_request", "customers/redact", "app/uninstalled", "shop/redact"):
+            response = await send(web, topic)
+            assert response.status_code == 200, (topic, response.text)
+            answers[topic] = response.json()["deleted"]
+        assert answers == {"customers/data_request": 0, "customers/redact": 0, "app/uninstalled": 1, "shop/redact": 1}
+        assert web.outbound.urls == sent_before  # no refresh, no Admin API call, nothing at all
+        assert await web.store.get_token(key) is None and await web.store.get_token("USER_UUID_acme-7cu19ngr") is None
+        view = await status_json(web.browser)
+        assert [(r["subject"], r["reason"]) for r in view["removed"]] == [(SHOP, "uninstalled")]
