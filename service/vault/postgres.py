@@ -9,6 +9,7 @@ SQLAlchemy engine.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -54,19 +55,43 @@ class PostgresBackend:
     # --- reads -----------------------------------------------------------------------------------
 
     def fresh(self) -> bool:
+        """May a cache hit be served now? Only while listening, and within HIT_VALIDITY of a round trip."""
+        return self.freshness.vouches()
+
+    def may_fill(self) -> bool:
+        """May what a load just read fill the cache? While listening (its ticket covers the rest)."""
+        return self.freshness.listening
+
+    async def confirm(self) -> bool:
+        """Before a hit that fresh() no longer vouches for: one round trip on the LISTEN connection, so
+        that every notification that came before its answer is handled (unless one that the lock kept
+        this caller waiting for already vouches). True when the cache may answer."""
+        async with self._reader_lock:
+            if not self.freshness.vouches():
+                self.freshness.round_trips += 1
+                await self._fetch_locked("SELECT 1", ())
         return self.freshness.listening
 
     async def fetch(self, statement: str, params: Mapping[str, Any]) -> list[Any]:
         prepared = sql.for_dialect(statement, sql.POSTGRES)
         args = sql.bind(prepared, params, sql.POSTGRES)
         async with self._reader_lock:
-            try:
-                return list(await (await self._reader_connection()).fetch(prepared.text, *args))
-            except Exception as error:
-                if not self._drop_if_lost(error, "_reader"):
-                    raise
-            # The server dropped the connection (a restart, pg_terminate_backend): once more, on a new one.
-            return list(await (await self._reader_connection()).fetch(prepared.text, *args))
+            return await self._fetch_locked(prepared.text, args)
+
+    async def _fetch_locked(self, text: str, args: Sequence[Any]) -> list[Any]:
+        try:
+            return await self._round_trip(await self._reader_connection(), text, args)
+        except Exception as error:
+            if not self._drop_if_lost(error, "_reader"):
+                raise
+        # The server dropped the connection (a restart, pg_terminate_backend): once more, on a new one.
+        return await self._round_trip(await self._reader_connection(), text, args)
+
+    async def _round_trip(self, connection: asyncpg.Connection, text: str, args: Sequence[Any]) -> list[Any]:
+        sent = time.monotonic()
+        rows = list(await connection.fetch(text, *args))
+        self.freshness.answered(sent)  # any read on this connection vouches for the cache, too
+        return rows
 
     scan = fetch  # one connection for every read: no event loop to spare here
 
