@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.db import is_unavailable
-from service.vault import sql
+from service.vault import events, sql
 from service.vault.batching import Batcher
 from service.vault.cache import Ticket, TokenCache
 from service.vault.freshness import CHANNEL, Notifications
@@ -155,12 +155,20 @@ class PostgresBackend:
 
     async def _run_on(self, connection: asyncpg.Connection, units: Sequence[Write | ReadWrite]) -> list[Any]:
         plans: list[tuple[Plan, Ticket | None, set[str]]] = []
-        first = units[0]
-        if len(units) == 1 and isinstance(first, Write) and _one_statement(first.plan):
-            # Autocommit: the statement and its commit in one round trip.
-            returned = await run_plan(connection, first.plan)
-            results: list[Any] = [returned]
-            plans.append((first.plan, first.ticket, first.plan.changed(returned)))
+        fused = _fused(units)
+        if fused is not None:
+            # Autocommit: one statement a unit, with its event; the batch in one round trip and one commit
+            # (asyncpg pipelines executemany and runs it as one implicit transaction: all or nothing).
+            text, rows = fused
+            if len(rows) == 1:
+                await connection.execute(text, *rows[0])
+            else:
+                await connection.executemany(text, rows)
+            results: list[Any] = []
+            for unit in units:
+                returned: list[list[Any]] = [[]]
+                results.append(returned)
+                plans.append((unit.plan, unit.ticket, unit.plan.changed(returned)))  # type: ignore[union-attr]
         else:
             async with connection.transaction():
                 results = [await self._run_unit(connection, unit, plans) for unit in units]
@@ -203,8 +211,42 @@ class PostgresBackend:
         self.freshness.stopped()
 
 
-def _one_statement(plan: Plan) -> bool:
-    return len(plan.steps) == 1 and len(plan.steps[0].rows) == 1 and not plan.closing
+def _fused(units: Sequence[Write | ReadWrite]) -> tuple[str, list[tuple[Any, ...]]] | None:
+    """When every unit is one statement of one row that returns nothing, and one statement for all of
+    them: that statement (a plain upsert with its event's lock, row and outbox row folded in, when it
+    has one: events.write_and_log) and each unit's arguments. None otherwise."""
+    statement: str | None = None
+    params: list[Mapping[str, Any]] = []
+    for unit in units:
+        if not isinstance(unit, Write) or len(unit.plan.steps) != 1:
+            return None
+        step = unit.plan.steps[0]
+        if step.returning or len(step.rows) != 1 or step.dialect not in (None, sql.POSTGRES):
+            return None
+        row = step.rows[0]
+        closing = [closing for closing in unit.plan.closing if closing.dialect in (None, sql.POSTGRES)]
+        if not closing:
+            text = step.statement
+        elif (
+            len(closing) == 1
+            and closing[0].statement == events.LOG_EVENT
+            and len(closing[0].rows) == 1
+            and closing[0].rows[0]["key"] == row.get("key")
+            and sql.is_plain_upsert(step.statement)
+        ):
+            text = events.write_and_log(step.statement)
+            row = {**row, **{events.WRITTEN_PREFIX + name: value for name, value in closing[0].rows[0].items()}}
+        else:
+            return None
+        if statement is None:
+            statement = text
+        elif text != statement:
+            return None
+        params.append(row)
+    if statement is None:
+        return None
+    prepared = sql.for_dialect(statement, sql.POSTGRES)
+    return prepared.text, [sql.bind(prepared, row, sql.POSTGRES) for row in params]
 
 
 async def run_plan(connection: asyncpg.Connection, plan: Plan) -> list[list[Any]]:
