@@ -127,6 +127,7 @@ class Event:
     fingerprint: str | None = None  # when the caller computed it already
 
 
+@functools.lru_cache(maxsize=4096)  # a shop's domain, normalised once per shop rather than per event
 def subject_of(provider: str | None, subject: str | None) -> str | None:
     """The subject as events name it: a shop by its domain (rows and keys may hold the bare name)."""
     if provider == keys.SHOPIFY and subject:

@@ -22,7 +22,7 @@ from service.vault import events, sql
 from service.vault.batching import Batcher
 from service.vault.cache import Ticket, TokenCache
 from service.vault.freshness import CHANNEL, Notifications
-from service.vault.planner import Plan, closing_plan
+from service.vault.planner import Plan, Step, closing_plan
 from service.vault.writes import Decided, Job, ReadWrite, Write
 
 # As pg_stat_activity shows them.
@@ -157,8 +157,9 @@ class PostgresBackend:
         plans: list[tuple[Plan, Ticket | None, set[str]]] = []
         fused = _fused(units)
         if fused is not None:
-            # Autocommit: one statement a unit, with its event; the batch in one round trip and one commit
-            # (asyncpg pipelines executemany and runs it as one implicit transaction: all or nothing).
+            # Autocommit: a lone write and its event in one statement; or a batch of one statement without
+            # events, one round trip and one commit (asyncpg pipelines executemany and runs it as one
+            # implicit transaction: all or nothing).
             text, rows = fused
             if len(rows) == 1:
                 await connection.execute(text, *rows[0])
@@ -171,7 +172,22 @@ class PostgresBackend:
                 plans.append((unit.plan, unit.ticket, unit.plan.changed(returned)))  # type: ignore[union-attr]
         else:
             async with connection.transaction():
-                results = [await self._run_unit(connection, unit, plans) for unit in units]
+                results = []
+                position = 0
+                while position < len(units):
+                    same = _same_statement(units, position)
+                    if len(same) > 1:
+                        # Consecutive writes of one statement: one pipelined executemany, rows in order.
+                        first = same[0].plan.steps[0]
+                        rows = [row for unit in same for row in unit.plan.steps[0].rows]
+                        await run_plan(connection, Plan([Step(first.statement, rows, dialect=first.dialect)]))
+                        for unit in same:
+                            results.append([[]])
+                            plans.append((unit.plan, unit.ticket, unit.plan.changed([[]])))
+                    else:
+                        results.append(await self._run_unit(connection, units[position], plans))
+                    position += len(same) or 1
+                # The event log's closing steps last, after every row lock of the batch (DESIGN.md, "Order").
                 await run_plan(connection, closing_plan([plan for plan, _ticket, _touched in plans]))
         # This writer's own notifications are not applied (freshness.Notifications): settle here.
         for plan, ticket, touched in plans:
@@ -211,10 +227,29 @@ class PostgresBackend:
         self.freshness.stopped()
 
 
+def _single_step(unit: Write | ReadWrite) -> bool:
+    """A write of one statement that returns nothing (any number of rows)."""
+    if not isinstance(unit, Write) or len(unit.plan.steps) != 1:
+        return False
+    step = unit.plan.steps[0]
+    return not step.returning and step.dialect in (None, sql.POSTGRES)
+
+
+def _same_statement(units: Sequence[Write | ReadWrite], start: int) -> list[Write]:
+    """The writes from `start` on that are each one statement, the same one, returning nothing."""
+    same: list[Write] = []
+    for unit in units[start:]:
+        if not _single_step(unit) or (same and unit.plan.steps[0].statement != same[0].plan.steps[0].statement):  # type: ignore[union-attr]
+            break
+        same.append(unit)  # type: ignore[arg-type]
+    return same
+
+
 def _fused(units: Sequence[Write | ReadWrite]) -> tuple[str, list[tuple[Any, ...]]] | None:
     """When every unit is one statement of one row that returns nothing, and one statement for all of
-    them: that statement (a plain upsert with its event's lock, row and outbox row folded in, when it
-    has one: events.write_and_log) and each unit's arguments. None otherwise."""
+    them: that statement and each unit's arguments; None otherwise. A lone write's event (its lock, row
+    and outbox row) is folded into it (events.write_and_log); a batch with events is not fused, since
+    a later row's lock would then be taken while holding the event log's lock (DESIGN.md, "Order")."""
     statement: str | None = None
     params: list[Mapping[str, Any]] = []
     for unit in units:
@@ -228,7 +263,8 @@ def _fused(units: Sequence[Write | ReadWrite]) -> tuple[str, list[tuple[Any, ...
         if not closing:
             text = step.statement
         elif (
-            len(closing) == 1
+            len(units) == 1
+            and len(closing) == 1
             and closing[0].statement == events.LOG_EVENT
             and len(closing[0].rows) == 1
             and closing[0].rows[0]["key"] == row.get("key")
