@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from service import events
+from service.command_line import EXIT_USAGE, CommandFailed, add_command
 from service.printable import printable
 
 if TYPE_CHECKING:
@@ -149,7 +150,6 @@ async def _redeliver(store: TokenStore, args: argparse.Namespace) -> int:
 
 
 def handler(args: argparse.Namespace) -> int:
-    from service.cli import EXIT_USAGE, CommandFailed
     from service.settings import Settings
     from service.vault import TokenStore
 
@@ -171,8 +171,6 @@ def handler(args: argparse.Namespace) -> int:
 
 def add_commands(commands: Any) -> None:
     """`salesbot events` and `salesbot events redeliver` on the `salesbot` sub-parser group."""
-    from service.cli import add_command
-
     listing = add_command(
         commands, "events", "the connection event log (newest last); --failed: webhook deliveries given up", handler
     )
