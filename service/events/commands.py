@@ -19,8 +19,7 @@ from service.command_line import EXIT_USAGE, CommandFailed, add_command
 from service.printable import printable
 
 if TYPE_CHECKING:
-    from service.vault import TokenStore
-    from service.vault.event_log import Delivery, LoggedEvent
+    from service.vault import Delivery, LoggedEvent, TokenStore
 
 DEFAULT_LIMIT = 100
 _RELATIVE = re.compile(r"(\d+)([smhd])")
@@ -88,7 +87,7 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _list(store: TokenStore, args: argparse.Namespace) -> None:
-    from service.vault.event_log import Filters
+    from service.vault import Filters
 
     chosen = _filters(args)
     since = parse_when(args.since) if args.since else None
