@@ -526,7 +526,7 @@ def print_writes(results: dict[str, Result], args: argparse.Namespace) -> None:
 SANDBOX_SERVER = """
 import sys, uvicorn
 sys.path.insert(0, {root!r})
-from service.sandbox import Sandbox, SandboxConfig
+from salesbot_sandbox import Sandbox, SandboxConfig
 sandbox = Sandbox(SandboxConfig(shopify_api_key={key!r}, shopify_api_secret={secret!r},
                                 facebook_app_id="1", facebook_app_secret="x"))
 uvicorn.run(sandbox.app, host="127.0.0.1", port={port}, log_level="warning", access_log=False)
@@ -646,8 +646,8 @@ async def bare_clients(port: int, count: int) -> tuple[float, list[int], int]:
 
 def connect_available() -> bool:
     try:
+        from salesbot_sandbox import Sandbox  # noqa: F401
         from service.routes import shopify  # noqa: F401
-        from service.sandbox import Sandbox  # noqa: F401
     except ImportError:
         return False
     return True
@@ -918,7 +918,7 @@ def main() -> None:
         if connect_available():
             print_server_workloads(run_server_workloads(args), args)
         else:
-            print("4. connect / 5. start-up: PENDING (service/routes/shopify.py and service/sandbox.py not there yet)")
+            print("4. connect / 5. start-up: PENDING (the routes or the stand-ins, salesbot_sandbox, not there yet)")
     if wanted & set(range(6, 12)):
         from scripts import bench_vault  # here, not at the top: it imports this module
 

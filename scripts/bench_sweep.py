@@ -6,7 +6,7 @@ One process, as `salesbot serve` runs: the app under uvicorn on loopback and the
 same event loop (its lifespan task), over a database holding `--connections` connections (half stores
 with refreshable tokens, half Pages; a fifth of the stores in use and due within the sweep's lead, a
 tenth with their refresh chain ending, every Page never checked). The providers are the stand-ins
-(service/sandbox.py) under uvicorn in a process of their own, as remote providers are to the service;
+(salesbot_sandbox) under uvicorn in a process of their own, as remote providers are to the service;
 they do not know the made-up tokens, so every refresh answers invalid_grant and every check "not
 valid": each item still costs a provider round trip and a write, as a real one does.
 
@@ -43,11 +43,11 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import uvicorn  # noqa: E402
 
+from salesbot_sandbox import Sandbox, SandboxConfig  # noqa: E402
 from service import logs, migrate  # noqa: E402
 from service.app import create_app  # noqa: E402
 from service.crypto import KeyRing, generate_key  # noqa: E402
 from service.models import utcnow  # noqa: E402
-from service.sandbox import Sandbox, SandboxConfig  # noqa: E402
 from service.settings import Settings, sqlite_url  # noqa: E402
 from service.sweep import PAGE_CHECKS_PER_ROUND as PAGE_CHECKS  # noqa: E402
 from service.sweep import REFRESHES_PER_ROUND as REFRESHES  # noqa: E402

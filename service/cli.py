@@ -17,26 +17,30 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
+from service.command_line import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandFailed,
+    HelpWithDefaults,
+    Parser,
+    add_command,
+    positive,
+    run_async,
+)
 from service.printable import say
 
 if TYPE_CHECKING:
     from service.settings import Settings
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 # ServiceError codes that mean "the command was asked for something it must not do": exit 2.
 USAGE_CODES = {"settings_invalid", "invalid_revision"}
 logger = logging.getLogger("salesbot")
-
-
-class CommandFailed(Exception):
-    def __init__(self, message: str, status: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -421,45 +425,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --- parser --------------------------------------------------------------------------------------
 
 
-class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (what is wrong, and where to read more), exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
-
-
-class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows "(default: X)" after every option that has a default worth showing."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False, argparse.SUPPRESS) or "default" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
-
-
-def add_command(group: Any, name: str, help: str, handler: Callable[[argparse.Namespace], int] | None = None) -> Any:
-    """A sub-command parser with the shared formatter; `help` is also its description."""
-    parser = group.add_parser(name, help=help, description=help, formatter_class=HelpWithDefaults)
-    if handler is not None:
-        parser.set_defaults(handler=handler)
-    return parser
-
-
-def _run_async(command: Callable[[argparse.Namespace], Any]) -> Callable[[argparse.Namespace], int]:
-    return lambda args: asyncio.run(command(args))
-
-
-def _positive(kind: type[int] | type[float]) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        value = kind(text)
-        if value <= 0:
-            raise ValueError(text)
-        return value
-
-    parse.__name__ = f"positive {kind.__name__}"  # what argparse names in "invalid ... value"
-    return parse
-
-
 def _server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=5000, help="port to listen on")
@@ -472,7 +437,7 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--graceful-timeout",
-        type=_positive(float),
+        type=positive(float),
         default=20.0,
         metavar="SECONDS",
         help="on SIGTERM or Ctrl+C, how long requests in flight may finish before they are cut",
@@ -491,11 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve = add_command(commands, "serve", "run the service under uvicorn", cmd_serve)
     _server_options(serve)
     serve.add_argument(
-        "--workers", type=_positive(int), default=1, help="processes serving (uvicorn's manager restarts one that dies)"
+        "--workers", type=positive(int), default=1, help="processes serving (uvicorn's manager restarts one that dies)"
     )
     serve.add_argument(
         "--metrics-port",
-        type=_positive(int),
+        type=positive(int),
         metavar="PORT",
         help="serve /metrics on 127.0.0.1:PORT, no token needed (otherwise only with METRICS_TOKEN, on --port)",
     )
@@ -519,20 +484,20 @@ def build_parser() -> argparse.ArgumentParser:
     tokens = add_command(commands, "tokens", "stored tokens: set, get, list, delete, check").add_subparsers(
         dest="tokens_command", required=True, metavar="ACTION"
     )
-    token_set = add_command(tokens, "set", "store a value under a key", _run_async(_tokens_set))
+    token_set = add_command(tokens, "set", "store a value under a key", run_async(_tokens_set))
     token_set.add_argument("key")
     token_set.add_argument(
         "value", nargs="?", default="-", help="omitted or -: read from standard input (a prompt without echo)"
     )
     token_set.add_argument("--type", choices=("token", "uuid"), default="token", help="what the value is")
-    token_get = add_command(tokens, "get", "print a key's plaintext value; exit 1 when absent", _run_async(_tokens_get))
+    token_get = add_command(tokens, "get", "print a key's plaintext value; exit 1 when absent", run_async(_tokens_get))
     token_get.add_argument("key")
     token_list = add_command(
-        tokens, "list", "keys with provider, account, expiry and scopes; never values", _run_async(_tokens_list)
+        tokens, "list", "keys with provider, account, expiry and scopes; never values", run_async(_tokens_list)
     )
     token_list.add_argument("--type", choices=("token", "uuid"), help="only rows of this type (default: all)")
     token_list.add_argument("--json", action="store_true", help="print a JSON array, for scripts")
-    token_delete = add_command(tokens, "delete", "delete a key", _run_async(_tokens_delete))
+    token_delete = add_command(tokens, "delete", "delete a key", run_async(_tokens_delete))
     token_delete.add_argument("key")
 
     keys = add_command(commands, "keys", "encryption keys: generate, rotate").add_subparsers(

@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 
+from salesbot_sandbox import DEFAULT_PAGES, Sandbox, SandboxConfig
 from service import disconnect, keys, migrate
 from service.app import create_app
 from service.bot_example import create_bot
@@ -36,7 +37,6 @@ from service.providers.http import numeric_id
 from service.providers.shopify import normalize_shop
 from service.routes.common import own_account, services
 from service.routes.forms import checked_form
-from service.sandbox import DEFAULT_PAGES, Sandbox, SandboxConfig
 from service.settings import Settings, sqlite_url
 from service.sweep import Sweep
 

@@ -118,7 +118,7 @@ class Leadership:
     async def _acquire_advisory(self, wait: bool) -> bool:
         import asyncpg
 
-        from service.vault.postgres import asyncpg_dsn
+        from service.vault import asyncpg_dsn
 
         connection = await asyncpg.connect(
             asyncpg_dsn(self._url), server_settings={"application_name": f"salesbot leader {self.name}"}

@@ -22,7 +22,7 @@ from service.crypto import derive_seed_key
 from service.db import sqlite_file
 from service.errors import SettingsError
 from service.settings import MIN_SECRET_LENGTH, Settings
-from service.vault.probe import values_under
+from service.vault import values_under
 
 logger = logging.getLogger("salesbot.security")
 

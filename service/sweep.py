@@ -43,9 +43,8 @@ from service.errors import (
 from service.leadership import Leadership, run_periodically
 from service.models import utcnow
 from service.providers import facebook, shopify
-from service.vault import TokenStore, health
+from service.vault import NOTE_USED_EVERY, PageToCheck, TokenStore, health
 from service.vault.events import SWEEP, Actor
-from service.vault.verdicts import NOTE_USED_EVERY, PageToCheck
 
 logger = logging.getLogger("salesbot.sweep")
 BY_SWEEP = Actor.of(SWEEP)  # who the sweep's writes are by in the event log, in whatever process runs it

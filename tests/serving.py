@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from service.sandbox import Sandbox
+from salesbot_sandbox import Sandbox
 from tests.command import salesbot
 from tests.conftest import PRIMARY_KEY, STATE_SECRET
 from tests.demo_server import free_port, salesbot_server

@@ -271,7 +271,7 @@ def test_nine_long_named_pages_and_cross_origin_consent_pages_keep_the_merchant_
             assert page.url.startswith(f"http://localhost:{port}/sandbox/shopify/")  # another origin
             page.click("#allow")
             page.wait_for_selector("#shops")
-            account = page.inner_text("#account-uuid").strip()
+            account = page.text_content("#account-uuid").strip()  # under "Details", closed
             assert UUID.match(account)
 
             page.click("#connect-facebook")
@@ -283,13 +283,13 @@ def test_nine_long_named_pages_and_cross_origin_consent_pages_keep_the_merchant_
             page.click("#connect-pages")
             page.wait_for_selector("#pages")
             # Still signed in: the same account, its nine Pages, the message naming them.
-            assert page.inner_text("#account-uuid").strip() == account
+            assert page.text_content("#account-uuid").strip() == account
             assert page.locator("#pages > li").count() == 9
             assert f"Connected 9 Pages: {LONG_NAMES[0][1]}" in page.inner_text("#messages")
             [session] = [c for c in page.context.cookies() if c["name"] == "salesbot_session"]
             assert len(session["value"]) < 100
             page.reload()
-            assert page.inner_text("#account-uuid").strip() == account
+            assert page.text_content("#account-uuid").strip() == account
             page.screenshot(path=str(tmp_path / "nine-pages.png"), full_page=True)
             assert refused == []
         finally:

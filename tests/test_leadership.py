@@ -111,8 +111,10 @@ async def test_a_postgres_holder_whose_connection_is_terminated_knows_it_lost_th
         admin = await asyncpg.connect(scratch_postgres.replace("postgresql+asyncpg://", "postgresql://"))
         try:
             terminated = await admin.fetchval(
+                # Advisory locks are per database; pg_locks shows the whole server's (another suite's too).
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_locks "
-                "WHERE locktype = 'advisory' AND granted AND objid = ($1::bigint & 4294967295)::oid",
+                "WHERE locktype = 'advisory' AND granted AND objid = ($1::bigint & 4294967295)::oid "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
                 advisory_key("sweep"),
             )
         finally:

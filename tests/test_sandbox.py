@@ -24,7 +24,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from service.sandbox import Sandbox, SandboxConfig
+from salesbot_sandbox import Sandbox, SandboxConfig
 from tests import vectors
 
 SHOP = "acme-shop.myshopify.com"  # "<shop>/admin" needs base64 padding, which must go

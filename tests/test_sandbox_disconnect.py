@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from service.sandbox import Sandbox
+from salesbot_sandbox import Sandbox
 from tests.test_sandbox import (
     CALLBACK,
     SHOP,

@@ -15,8 +15,8 @@ from urllib.parse import urljoin
 
 import httpx
 
+from salesbot_sandbox import Sandbox, SandboxConfig
 from service.app import create_app
-from service.sandbox import Sandbox, SandboxConfig
 from service.settings import Settings
 from service.vault import TokenStore
 from tests.conftest import base_environ

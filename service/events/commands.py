@@ -15,11 +15,11 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from service import events
+from service.command_line import EXIT_USAGE, CommandFailed, add_command
 from service.printable import printable
 
 if TYPE_CHECKING:
-    from service.vault import TokenStore
-    from service.vault.event_log import Delivery, LoggedEvent
+    from service.vault import Delivery, LoggedEvent, TokenStore
 
 DEFAULT_LIMIT = 100
 _RELATIVE = re.compile(r"(\d+)([smhd])")
@@ -87,7 +87,7 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _list(store: TokenStore, args: argparse.Namespace) -> None:
-    from service.vault.event_log import Filters
+    from service.vault import Filters
 
     chosen = _filters(args)
     since = parse_when(args.since) if args.since else None
@@ -149,7 +149,6 @@ async def _redeliver(store: TokenStore, args: argparse.Namespace) -> int:
 
 
 def handler(args: argparse.Namespace) -> int:
-    from service.cli import EXIT_USAGE, CommandFailed
     from service.settings import Settings
     from service.vault import TokenStore
 
@@ -171,8 +170,6 @@ def handler(args: argparse.Namespace) -> int:
 
 def add_commands(commands: Any) -> None:
     """`salesbot events` and `salesbot events redeliver` on the `salesbot` sub-parser group."""
-    from service.cli import add_command
-
     listing = add_command(
         commands, "events", "the connection event log (newest last); --failed: webhook deliveries given up", handler
     )

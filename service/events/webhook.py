@@ -29,11 +29,10 @@ from service.events import SIGNATURE_HEADER, signature_header
 from service.leadership import Leadership
 from service.models import utcnow
 from service.settings import Settings, origin
-from service.vault.event_feed import LOOK_ANYWAY_SECONDS, Wakeups
+from service.vault import LOOK_ANYWAY_SECONDS, Wakeups
 
 if TYPE_CHECKING:
-    from service.vault import TokenStore
-    from service.vault.event_log import Delivery
+    from service.vault import Delivery, TokenStore
 
 logger = logging.getLogger("salesbot.events")
 LEADERSHIP = "events-webhook"

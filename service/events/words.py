@@ -12,7 +12,7 @@ from service import events, keys
 from service.vault import health
 
 if TYPE_CHECKING:
-    from service.vault.event_log import LoggedEvent
+    from service.vault import LoggedEvent
 
 PROVIDERS = {keys.SHOPIFY: "Shopify", keys.FACEBOOK: "Facebook"}
 BY = {

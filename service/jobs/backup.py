@@ -34,8 +34,7 @@ from service.db import BUSY_TIMEOUT_MS, sqlite_file
 from service.errors import UndecryptableValue
 from service.jobs.base import JobError
 from service.jobs.progress import Progress, Silent
-from service.vault.event_log import keep_sequence, sqlite_sequence
-from service.vault.freshness import announce_replaced, change_version
+from service.vault import announce_replaced, change_version, files, keep_sequence, sqlite_sequence
 
 PAGES_PER_STEP = 256
 PG_MESSAGE = (
@@ -120,7 +119,7 @@ def _token_rows(path: Path) -> int:
     connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
         _integrity(connection, str(path))
-        return int(connection.execute("SELECT count(*) FROM tokens").fetchone()[0])
+        return files.count_tokens(connection)
     except sqlite3.DatabaseError as error:
         raise JobError(f"{path} is not a usable tokens database ({type(error).__name__}).") from None
     finally:
@@ -193,7 +192,7 @@ class RestoreReport:
 def _check_readable(path: Path, ring: KeyRing, sample: int = 50) -> None:
     connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
-        rows = connection.execute("SELECT key, value FROM tokens ORDER BY key LIMIT ?", (sample,)).fetchall()
+        rows = files.first_values(connection, sample)
     finally:
         connection.close()
     for key, value in rows:

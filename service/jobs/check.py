@@ -37,8 +37,7 @@ from service.jobs.progress import Progress, Silent
 from service.models import utcnow
 from service.providers import facebook, shopify
 from service.settings import Settings
-from service.vault import TokenStore, health
-from service.vault.bulk import StoredRow
+from service.vault import StoredRow, TokenStore, health
 
 CONCURRENCY = 8
 LIVE, EXPIRING, DEAD, UNKNOWN = "live", "expiring", "dead", "unknown"

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from service.command_line import EXIT_FAILED, EXIT_OK, add_command
 from service.jobs import DEFAULT_BATCH_SIZE, JobError
 from service.printable import say
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from service.jobs.progress import Progress
     from service.settings import Settings
 
-EXIT_OK, EXIT_FAILED = 0, 1
+
 # Keys listed per kind of failure; past this a count stands for the rest (a run can fail 100,000 rows).
 LISTED_KEYS = 20
 
@@ -219,7 +220,6 @@ def _batch_size(parser: argparse.ArgumentParser) -> None:
 def add_commands(commands: Any, *, keys: Any, tokens: Any) -> None:
     """`commands`, `keys` and `tokens` are argparse sub-parser groups of `salesbot`, `salesbot keys`
     and `salesbot tokens`. Each added parser sets `handler`, a callable(args) -> exit status."""
-    from service.cli import add_command
 
     rotate = add_command(
         keys, "rotate", "re-encrypt every stored value under the first TOKEN_ENCRYPTION_KEYS key", _handler(_rotate)

@@ -28,8 +28,7 @@ from service.errors import UndecryptableValue
 from service.jobs.base import DEFAULT_BATCH_SIZE, JobError, call_hook
 from service.jobs.import_env import ImportReport
 from service.jobs.progress import Progress, Silent
-from service.vault import TokenStore, TokenWrite
-from service.vault.bulk import SKIPPED, Outcome
+from service.vault import SKIPPED, Outcome, TokenStore, TokenWrite, files
 
 REQUIRED_COLUMNS = ("key", "value", "type")
 # Our columns that come along when the other database has them; the rest is recomputed here.
@@ -62,13 +61,13 @@ class SourceDatabase:
         self.path = path
         try:
             self.connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
-            tables = {name for (name,) in self.connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            has_tokens = files.has_tokens_table(self.connection)
         except sqlite3.DatabaseError:
             raise JobError(f"{path} is not an SQLite database; nothing was imported.") from None
-        if "tokens" not in tables:
+        if not has_tokens:
             self.connection.close()
             raise JobError(f"{path} has no tokens table, so it is not a tokens.db; nothing was imported.")
-        columns = {row[1] for row in self.connection.execute("PRAGMA table_info(tokens)")}
+        columns = files.token_columns(self.connection)
         if not set(REQUIRED_COLUMNS) <= columns:
             self.connection.close()
             raise JobError(f"{path}: its tokens table lacks the key, value and type columns; nothing was imported.")
@@ -79,16 +78,11 @@ class SourceDatabase:
         self.connection.close()
 
     def count(self) -> int:
-        return int(self.connection.execute("SELECT count(*) FROM tokens").fetchone()[0])
+        return files.count_tokens(self.connection)
 
     def _batch(self, after: str | None, size: int) -> list[dict[str, Any]]:
         names = [*REQUIRED_COLUMNS, *(["refresh_token"] if self.has_refresh else []), *self.extra]
-        sql = f"SELECT {', '.join(names)} FROM tokens"  # names come from our own list, not from the file
-        if after is not None:
-            sql += " WHERE key > ?"
-        sql += " ORDER BY key LIMIT ?"
-        params = (after, size) if after is not None else (size,)
-        return [dict(zip(names, row, strict=True)) for row in self.connection.execute(sql, params)]
+        return files.token_batch(self.connection, names, after=after, size=size)
 
     async def batches(self, size: int):  # type: ignore[no-untyped-def]
         after: str | None = None

@@ -30,9 +30,7 @@ from typing import Any
 from service import keys, settings
 from service.jobs.base import DEFAULT_BATCH_SIZE, JobError, call_hook
 from service.jobs.progress import Progress, Silent
-from service.vault import TokenWrite, events
-from service.vault.bulk import IMPORTED, REPLACED, SKIPPED, UNCHANGED, Outcome
-from service.vault.events import Event
+from service.vault import IMPORTED, REPLACED, SKIPPED, UNCHANGED, Event, Outcome, TokenWrite, events, rows
 
 BARE_USER_TOKEN_WARNING = (
     "FACEBOOK_USER_ACCESS_TOKEN is the seed's one global user token: imported as-is, but it is not tied "
@@ -107,18 +105,11 @@ def collect(
         if not value:
             refused.append(Outcome(name, SKIPPED, "empty value"))
             continue
-        info = keys.describe_key(name)
-        if info is not None and info.is_uuid:
-            try:
-                uuid.UUID(value)
-            except ValueError:
-                refused.append(Outcome(name, SKIPPED, "not a UUID"))
-                continue
-            writes.append(TokenWrite(name, value, "uuid"))
-        elif info is None:  # the bare seed key
-            writes.append(TokenWrite(name, value, "token", {"provider": keys.FACEBOOK}))
-        else:
-            writes.append(TokenWrite(name, value, "token"))
+        write = rows.from_environment(name, value)
+        if write.type == "uuid" and not _is_uuid(value):
+            refused.append(Outcome(name, SKIPPED, "not a UUID"))
+            continue
+        writes.append(write)
     # UUID entries first: a token stored after its UUID entry joins the account at once.
     writes.sort(key=lambda write: (write.type != "uuid", write.key))
     return writes, refused
@@ -157,3 +148,11 @@ async def import_env(
     await report.record(store, "env")
     progress.finish(report.summary())
     return report
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True

@@ -20,10 +20,7 @@ from typing import Any
 
 from service.jobs.base import DEFAULT_BATCH_SIZE, call_hook, check_batch_size
 from service.jobs.progress import Progress, Silent
-from service.vault import TokenStore, events
-from service.vault.bulk import Rotation
-from service.vault.events import Event
-from service.vault.planner import Swap
+from service.vault import Event, Rotation, Swap, TokenStore, events
 
 RETRY_ROUNDS = 3
 

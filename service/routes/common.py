@@ -19,8 +19,7 @@ from starlette.types import Message
 from service.errors import NotConfigured, NotFound, ServiceError
 from service.providers import facebook
 from service.settings import Settings
-from service.vault import TokenStore
-from service.vault.refresh import ShopifyTokens
+from service.vault import ShopifyTokens, TokenStore
 
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
 

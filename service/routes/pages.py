@@ -28,7 +28,7 @@ from service.routes.common import (
     wants_json,
 )
 from service.routes.forms import WARNING, back_to_status, checked_form, csrf_token, flash, refused
-from service.vault import TokenWrite
+from service.vault import rows
 
 GRANT = "facebook_grant"  # the session's key for the id of its pending grant
 NAMED_PAGES = 5  # a message names this many Pages, then counts the rest
@@ -52,36 +52,10 @@ async def hold_for_choice(request: Request, grant: PendingGrant) -> str:
 async def connect_grant(request: Request, grant: PendingGrant, pages: list[facebook.Page]) -> Response:
     """Store the user token and these Pages (names beside them) in the account the rule allows."""
     app = services(request)
-    user_metadata = {
-        "provider": keys.FACEBOOK,
-        "subject": grant.user_id,
-        "scopes": grant.scopes,
-        "expires_at": grant.token_expires_at,
-        "name": grant.user_name,
-    }
-    user_write = TokenWrite(keys.facebook_user_token_key(grant.user_id), grant.user_token, "token", user_metadata)
-    page_writes = [
-        (
-            page.id,
-            TokenWrite(
-                keys.page_token_key(page.id),
-                page.access_token,
-                "token",
-                # Page tokens from a long-lived user token do not expire by time (they die with the grant).
-                {
-                    "provider": keys.FACEBOOK,
-                    "subject": page.id,
-                    "granted_by": grant.user_id,
-                    "scopes": grant.scopes,
-                    "expires_at": None,
-                    "name": page.name or None,
-                    "category": page.category,
-                    "tasks": ",".join(page.tasks) or None,
-                },
-            ),
-        )
-        for page in pages
-    ]
+    user_write = rows.facebook_user(
+        grant.user_id, grant.user_token, scopes=grant.scopes, expires_at=grant.token_expires_at, name=grant.user_name
+    )
+    page_writes = [(page.id, rows.facebook_page(page, granted_by=grant.user_id, scopes=grant.scopes)) for page in pages]
     joined = await app.store.connect_facebook(
         user_id=grant.user_id,
         user_token=user_write,

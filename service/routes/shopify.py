@@ -36,7 +36,7 @@ from service.routes.common import (
 from service.routes.forms import back_to_status, refused
 from service.routes.status import PENDING_INSTALL
 from service.settings import Settings
-from service.vault import TokenWrite
+from service.vault import rows
 
 MAX_WEBHOOK_BYTES = 1 << 20
 
@@ -110,26 +110,13 @@ async def callback(request: Request) -> Response:
     )
     granted = shopify.check_scopes(flow.scopes, ",".join(token.scopes))
     admin_base = shopify.admin_base_url(app.settings.shopify_admin_base_url, domain)
-    metadata = {
-        "provider": keys.SHOPIFY,
-        "subject": domain,
-        "scopes": ",".join(granted),
-        "expires_at": token.expires_at,
-        "refresh_token": token.refresh_token,
-        "refresh_expires_at": token.refresh_expires_at,
-        "refresh_lease_until": None,
-    }
-    # The shop's name, where Shopify gives it; a connect never fails for the lack of one (the last name
-    # stored stays).
+    # The shop's name, where Shopify gives it; a connect never fails for the lack of one.
     name = await shopify.shop_name(
         app.http, admin_base=admin_base, access_token=token.access_token, api_version=app.settings.shopify_api_version
     )
-    if name is not None:
-        metadata["name"] = name
-    shop_key = shopify.shop_key(domain)
     joined = await app.store.connect_shop(
-        shop_key=shop_key,
-        token=TokenWrite(keys.shopify_token_key(shop_key), token.access_token, "token", metadata),
+        shop_key=shopify.shop_key(domain),
+        token=rows.shopify_connected(domain, token, granted=granted, name=name),
         session_account=flow.account_uuid or session_account(request),
     )
     if joined.account is None:

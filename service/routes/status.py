@@ -27,8 +27,7 @@ from service.routes.common import (
     wants_json,
 )
 from service.routes.forms import WARNING, checked_form, csrf_token, take_messages
-from service.vault import TokenRecord, health
-from service.vault.verdicts import Removal
+from service.vault import Removal, TokenRecord, health
 
 # Set by the Shopify login, taken off by its callback: still there, the merchant left Shopify's consent
 # page without installing (Shopify sends nobody back on a cancel: docs/providers.md, "Declining").

@@ -22,7 +22,7 @@ from service.vault.schema import TokenWrite, write_problem
 from service.vault.writes import ReadWrite
 
 if TYPE_CHECKING:
-    from service.vault.store import Backend, TokenStore
+    from service.vault.ports import Backend, Writer
 
 IMPORTED, REPLACED, UNCHANGED, SKIPPED = "imported", "replaced", "unchanged", "skipped"
 WOULD = {IMPORTED: "would import", REPLACED: "would replace"}
@@ -69,7 +69,7 @@ def _row(values: Sequence[Any]) -> StoredRow:
 
 
 class Bulk:
-    def __init__(self, store: TokenStore, backend: Backend, ring: KeyRing) -> None:
+    def __init__(self, store: Writer, backend: Backend, ring: KeyRing) -> None:
         self._store = store
         self._backend = backend
         self._ring = ring

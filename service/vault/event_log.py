@@ -19,7 +19,7 @@ from service.vault.events import DELIVERY_WINDOW, FAILED, NO_SUBJECT, PENDING, s
 from service.vault.planner import Plan, Step
 
 if TYPE_CHECKING:
-    from service.vault.store import Backend, TokenStore
+    from service.vault.ports import Backend, Writer
 
 _COLUMNS = (
     "seq",
@@ -222,7 +222,7 @@ _START_SEQUENCE = "INSERT INTO sqlite_sequence (name, seq) SELECT 'connection_ev
 
 
 class EventLog:
-    def __init__(self, store: TokenStore, backend: Backend) -> None:
+    def __init__(self, store: Writer, backend: Backend) -> None:
         self._store = store
         self._backend = backend
 

@@ -21,7 +21,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import httpx
 
@@ -31,13 +31,13 @@ from service.logs import event
 from service.models import utcnow
 from service.providers import shopify
 from service.settings import Settings
-from service.vault import health
+from service.vault import health, rows
 from service.vault.cache import REFRESH_MARGIN
 from service.vault.events import Actor
 from service.vault.schema import TokenRecord, TokenWrite
 
 if TYPE_CHECKING:
-    from service.vault.store import TokenStore
+    from service.vault.verdicts import Verdicts
 
 logger = logging.getLogger("salesbot.refresh")
 # Beyond the refresh call's own deadline: the time to write the new pair before the lease runs out.
@@ -86,8 +86,24 @@ def _wanted(record: TokenRecord, now: datetime, refused: str | None, margin: tim
     return _forced(record, refused) or needs_refresh(record, now, margin)
 
 
+class RefreshStore(Protocol):
+    """What a refresh needs of the store (vault/store.py): a row, its lease, the refreshed pair stored
+    only over the token it replaces, and the verdicts a failure writes. Named here, not imported, so the
+    store imports this module and this module never imports the store."""
+
+    verdicts: Verdicts
+
+    async def get_record(self, key: str) -> TokenRecord | None: ...
+
+    async def store_refreshed(self, write: TokenWrite, *, expected: str, by: Actor | None = None) -> bool: ...
+
+    async def take_refresh_lease(self, key: str, *, now: datetime, until: datetime) -> bool: ...
+
+    async def end_refresh_lease(self, key: str) -> None: ...
+
+
 class ShopifyTokens:
-    def __init__(self, store: TokenStore, settings: Settings, http: Callable[[], httpx.AsyncClient]) -> None:
+    def __init__(self, store: RefreshStore, settings: Settings, http: Callable[[], httpx.AsyncClient]) -> None:
         self.store = store
         self.settings = settings
         self._http = http  # the client refreshes go through, built on first use
@@ -197,18 +213,7 @@ class ShopifyTokens:
         row still holds the token it replaces: a holder whose lease ran out while Shopify answered it
         (Shopify keeps a used refresh token usable for a while, so both got pairs) leaves the pair stored
         meanwhile in place, and hands that out."""
-        write = TokenWrite(
-            key,
-            fresh.access_token,
-            "token",
-            {
-                "refresh_token": fresh.refresh_token,
-                "expires_at": fresh.expires_at,
-                "refresh_expires_at": fresh.refresh_expires_at,
-                "scopes": ",".join(fresh.scopes) or record.scopes,
-                "refresh_lease_until": None,
-            },
-        )
+        write = rows.shopify_refreshed(key, fresh, scopes_before=record.scopes)
         expected = await self.store.verdicts.ciphertext_holding(key, record.value or "")
         if expected is not None and await self.store.store_refreshed(write, expected=expected, by=by):
             metrics.refreshes.labels(REFRESHED).inc()

@@ -50,6 +50,7 @@ from service.vault.planner import (
     plan_take_lease,
     plan_writes,
 )
+from service.vault.ports import Backend
 from service.vault.postgres import PostgresBackend
 from service.vault.refresh import ShopifyTokens
 from service.vault.schema import (
@@ -71,7 +72,6 @@ R = TypeVar("R")
 PAGE_SIZE = 500  # rows per query when walking the table
 DECRYPT_CHUNK = 64  # values decrypted between two yields to the event loop (~2 ms)
 
-Backend = SQLiteBackend | PostgresBackend
 Found = Entry | None | BaseException
 
 

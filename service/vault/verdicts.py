@@ -33,7 +33,7 @@ from service.vault.schema import validate_key
 from service.vault.writes import ReadWrite
 
 if TYPE_CHECKING:
-    from service.vault.store import Backend, TokenStore
+    from service.vault.ports import Backend, RecordingWriter
 
 logger = logging.getLogger("salesbot.vault")
 # A process writes the shops its bots asked for at most this often (one statement for all of them).
@@ -70,7 +70,7 @@ class PageToCheck:
 
 
 class Verdicts:
-    def __init__(self, store: TokenStore, backend: Backend, ring: KeyRing) -> None:
+    def __init__(self, store: RecordingWriter, backend: Backend, ring: KeyRing) -> None:
         self._store = store
         self._backend = backend
         self._ring = ring

@@ -22,10 +22,10 @@ import httpx
 import pytest
 import uvicorn
 
+from salesbot_sandbox import Sandbox
 from service.bot_example import create_bot
 from service.demo import DEMO_SHOPPER, create_demo_app
 from service.models import utcnow
-from service.sandbox import Sandbox
 from service.settings import Settings
 from service.vault import TokenStore
 from tests.bot.helpers import SHOP, SHOP_KEY, bot_store, connect_merchant

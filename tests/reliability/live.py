@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 import httpx
 import uvicorn
 
+from salesbot_sandbox import Sandbox, SandboxConfig
 from service.app import create_app
-from service.sandbox import Sandbox, SandboxConfig
 from service.settings import Settings
 from service.vault import TokenStore
 from tests.conftest import base_environ
