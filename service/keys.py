@@ -8,6 +8,7 @@ Facebook user id: `FACEBOOK_USER_ACCESS_TOKEN_{user_id}`.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 
@@ -51,6 +52,7 @@ class KeyInfo:
     uuid_key: str | None  # the UUID entry that names the account (None for Facebook user tokens)
 
 
+@functools.lru_cache(maxsize=4096)  # every write asks twice (its plan, its event): the bot's shops repeat
 def describe_key(key: str) -> KeyInfo | None:
     """What a key in the seed's vocabulary is about, or None for a key outside it."""
     if key.startswith(FACEBOOK_USER_TOKEN_PREFIX) and len(key) > len(FACEBOOK_USER_TOKEN_PREFIX):

@@ -128,3 +128,18 @@ def test_the_sweep_bench_runs_both_phases(tmp_path: Path) -> None:
     rounds = next(line for line in lines if line.startswith("sweep:"))
     assert re.search(r"sweep: [1-9]\d* rounds; shops refreshed or refused [1-9]", rounds), rounds
     assert list(tmp_path.iterdir()) == []  # its database was a temporary one
+
+
+def test_the_peer_bench_without_node_says_why_it_skipped(tmp_path: Path) -> None:
+    # No node or npm on PATH: one line saying which is missing, nothing installed, no database made.
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_peer.py"), "--rounds", "1"],
+        cwd=tmp_path,
+        env={**clean_environ(), "PATH": str(tmp_path / "empty-bin"), "XDG_CACHE_HOME": str(tmp_path / "cache")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == ["skipped: node is not on PATH, so Shopify's adapter cannot run here"]
+    assert not (tmp_path / "cache").exists()

@@ -16,6 +16,7 @@ import functools
 import getpass
 import json
 import os
+import re
 import socket
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -126,6 +127,7 @@ class Event:
     fingerprint: str | None = None  # when the caller computed it already
 
 
+@functools.lru_cache(maxsize=4096)  # a shop's domain, normalised once per shop rather than per event
 def subject_of(provider: str | None, subject: str | None) -> str | None:
     """The subject as events name it: a shop by its domain (rows and keys may hold the bare name)."""
     if provider == keys.SHOPIFY and subject:
@@ -149,6 +151,56 @@ INSERT_DELIVERY = (
     "INSERT INTO event_deliveries (event_id, subject_key, status, attempts, next_attempt_at, deadline_at) "
     f"VALUES (:id, :subject_key, '{PENDING}', 0, :at, :deadline)"
 )
+# PostgreSQL: the lock, the event and its outbox row as one statement, one round trip rather than three.
+# The event's row is selected from the lock's, so its seq is drawn only once the lock is held.
+_EVENT_COLUMNS = (
+    "id, at, kind, key, account_uuid, provider, subject, name, actor, instance, os_user, reason, health, "
+    "fingerprint, detail"
+)
+_LOCKED = "locked AS (SELECT pg_advisory_xact_lock(hashtextextended(:lock, 0))"  # ")" or " FROM ...)"
+_DELIVERED = (
+    "INSERT INTO event_deliveries (event_id, subject_key, status, attempts, next_attempt_at, deadline_at) "
+    f"SELECT event.id, :subject_key, '{PENDING}', 0, CAST(:at AS timestamp), CAST(:deadline AS timestamp) FROM event"
+)
+
+
+def _event(account: str, name: str, sources: str) -> str:
+    return (
+        f"event AS (INSERT INTO connection_events ({_EVENT_COLUMNS}) SELECT :id, CAST(:at AS timestamp), :kind, "
+        f":key, {account}, :provider, :subject, {name}, :actor, :instance, :os_user, :reason, :health, "
+        f":fingerprint, :detail FROM {sources} RETURNING id)"
+    )
+
+
+LOG_EVENT = (
+    f"WITH {_LOCKED}), "
+    + _event(
+        "coalesce(:account, (SELECT account_uuid FROM tokens WHERE key = :key))",
+        "coalesce(:name, (SELECT name FROM tokens WHERE key = :key))",
+        "locked",
+    )
+    + f" {_DELIVERED}"
+)
+WRITTEN_PREFIX = "ev_"  # a fused statement's event parameters: ev_key, ev_account ... beside the write's
+
+
+@functools.cache
+def write_and_log(upsert: str) -> str:
+    """PostgreSQL: one unguarded upsert of one row and the event of that row's key in one statement
+    (one round trip; in autocommit, one commit). The event's account and name are the row's as written.
+    The lock is selected from the written row: taken only after the row is, as in a transaction whose
+    closing steps come last (holding it while waiting for a row's lock could deadlock)."""
+    event = (
+        f"WITH written AS ({upsert} RETURNING account_uuid, name), {_LOCKED} FROM written), "
+        + _event("coalesce(:account, written.account_uuid)", "coalesce(:name, written.name)", "written, locked")
+        + f" {_DELIVERED}"
+    )
+    # The event's parameters renamed so that they never meet the write's (both have a key, a name ...).
+    head, _, rest = event.partition(" RETURNING account_uuid, name), ")
+    rest = re.sub(r"(?<![:\w]):(\w+)", rf":{WRITTEN_PREFIX}\1", rest)
+    return f"{head} RETURNING account_uuid, name), {rest}"
+
+
 # Erasure (shop/redact, Facebook data deletion): every earlier event of these subjects.
 FORGET_SUBJECTS = "DELETE FROM connection_events WHERE provider = :provider AND subject IN :subjects"
 
@@ -171,11 +223,12 @@ class Recorder:
         rows = [self._row(event, by or self.by, now or utcnow()) for event in events]
         if not rows:
             return []
-        deliveries = [_delivery(row) for row in rows]
+        for row in rows:  # one row of parameters serves every step below
+            row.update(lock=_LOCK, subject_key=_subject_key(row), deadline=row["at"] + DELIVERY_WINDOW)
         return [
-            Step(sql.ADVISORY_LOCK, [{"name": _LOCK}], dialect=sql.POSTGRES),
-            Step(INSERT_EVENT, rows),
-            Step(INSERT_DELIVERY, deliveries),
+            Step(LOG_EVENT, rows, dialect=sql.POSTGRES),
+            Step(INSERT_EVENT, rows, dialect=sql.SQLITE),
+            Step(INSERT_DELIVERY, rows, dialect=sql.SQLITE),
         ]
 
     def fingerprint(self, token: str | None) -> str | None:
@@ -204,10 +257,6 @@ class Recorder:
             "fingerprint": event.fingerprint or self.fingerprint(event.token),
             "detail": None if event.detail is None else json.dumps(event.detail, sort_keys=True),
         }
-
-
-def _delivery(row: Mapping[str, Any]) -> dict[str, Any]:
-    return {"id": row["id"], "subject_key": _subject_key(row), "at": row["at"], "deadline": row["at"] + DELIVERY_WINDOW}
 
 
 def _subject_key(row: Mapping[str, Any]) -> str:

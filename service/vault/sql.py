@@ -273,6 +273,14 @@ def set_columns(columns: frozenset[str]) -> str:
     return f"UPDATE tokens SET {assignments} WHERE key = :key RETURNING key"
 
 
+_PLAIN_UPSERTS: set[str] = set()
+
+
+def is_plain_upsert(statement: str) -> bool:
+    """An unguarded upsert of upsert(): it always writes its one row, and returns nothing."""
+    return statement in _PLAIN_UPSERTS
+
+
 @functools.cache
 def upsert(columns: frozenset[str], *, account_from_entry: bool, guard: str | None) -> str:
     """Insert a token or update it in place. Columns the write names are set; the rest keep their values.
@@ -297,4 +305,5 @@ def upsert(columns: frozenset[str], *, account_from_entry: bool, guard: str | No
     text += "DO UPDATE SET " + ", ".join(updates)
     if guard == "value":
         return text + " WHERE tokens.value = :expected RETURNING key"
+    _PLAIN_UPSERTS.add(text)  # a few shapes in all: one per set of metadata columns a caller names
     return text

@@ -59,8 +59,14 @@ class SQLiteBackend:
     # --- reads -----------------------------------------------------------------------------------
 
     def fresh(self) -> bool:
-        self.freshness.check()
+        self.freshness.check()  # every hit: another connection's commit is never served past
         return True
+
+    def may_fill(self) -> bool:
+        return True
+
+    async def confirm(self) -> bool:
+        return self.fresh()  # never needed: fresh() is always True here
 
     def read_entry(self, key: str) -> tuple[Any, ...] | None:
         """One token's (key, ciphertext, expires_at, refreshable): the cache miss, inline."""

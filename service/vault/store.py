@@ -620,7 +620,7 @@ class TokenStore:
     async def _derived(self, kind: str, name: str) -> Any:
         """A derived entry (vault/connections.py) the cache may serve, or MISSING."""
         found = self._cache.derived(kind, name)
-        if found is not MISSING and self._fresh():
+        if found is not MISSING and (self._fresh() or await self._confirm()):
             return self._cache.derived(kind, name)  # the freshness check may have dropped it
         return MISSING
 
@@ -641,15 +641,17 @@ class TokenStore:
             return built
         ticket = self._cache.reserve_derived(kind, name)
         built = build(subject, await self._backend.fetch(statement, params), self._ring)
-        if self._backend.fresh():
+        if self._backend.may_fill():
             self._cache.fill_derived(kind, name, ticket, built)
         return built
 
     async def _entry(self, key: str, *, need_due: bool = False) -> Entry | None:
         entry = self._cache.get(key)
         # A hit is served only once the backend says the cache is fresh (SQLite checks data_version,
-        # which may drop the entry); a miss reads the database, which is fresh by definition.
-        if entry is not MISSING and self._fresh():
+        # which may drop the entry; PostgreSQL, past HIT_VALIDITY since its last round trip, makes one
+        # first, so a reader that never yields still hears other processes' notifications); a miss
+        # reads the database, which is fresh by definition.
+        if entry is not MISSING and (self._fresh() or await self._confirm()):
             entry = self._cache.get(key)
             if entry is not MISSING and not (need_due and entry is not None and entry.refresh_due is None):  # type: ignore[union-attr]
                 return entry  # type: ignore[return-value]
@@ -662,6 +664,10 @@ class TokenStore:
             return self._backend.fresh()
         except Exception as error:
             raise_database_error(error)
+
+    async def _confirm(self) -> bool:
+        with DATABASE_ERRORS:
+            return await self._backend.confirm()
 
     async def _miss(self, key: str) -> Entry | None:
         if self._backend.inline_reads:
@@ -718,7 +724,7 @@ class TokenStore:
         else:
             rows = await self._fetch(sql.LOAD, {"keys": wanted})
         found = self._found(wanted, rows)
-        if self._backend.fresh():
+        if self._backend.may_fill():
             self._fill(ticket, found)
         return [found[load.key] for load in loads]
 
@@ -754,11 +760,13 @@ class TokenStore:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counters for benchmarks and tests: cache hits and misses, the queries misses made, write batches."""
+        """Counters for benchmarks and tests: cache hits and misses, the queries misses made, the round
+        trips made only to vouch for hits (PostgreSQL: Freshness), write batches."""
         return {
             "hits": self._cache.hits,
             "misses": self._cache.misses,
             "queries": self._queries,
+            "vouching_round_trips": self._backend.freshness.round_trips,
             "write_batches": self._backend.writes.batches,
             "cached": len(self._cache),
         }
