@@ -37,12 +37,12 @@ from service.db import is_unavailable
 from service.errors import DatabaseUnavailable, ServiceError
 from service.events import webhook
 from service.headers import SecurityHeaders
+from service.logs import redact_http_logs
 from service.observe import Observe
 from service.printable import escape_logs
 from service.routes import disconnect, facebook, pages, shopify, status
 from service.routes import metrics as metrics_route
 from service.routes.common import Services, error_response
-from service.security import redact_http_logs
 from service.sessions import ServerSessions
 from service.settings import Settings
 from service.vault import TokenStore

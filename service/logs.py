@@ -130,3 +130,34 @@ def configure(level: str, log_format: str) -> dict[str, Any]:
     config = dict_config(level, log_format)
     logging.config.dictConfig(config)
     return config
+
+
+# --- httpx's request lines -------------------------------------------------------------------------
+# httpx logs every request's full URL at INFO, and Graph URLs carry client_secret, code, access_token
+# and appsecret_proof in their query strings: the filter keeps the method, host and path, drops the query.
+
+
+class _DropQuery(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_without_query(arg) for arg in record.args)
+        return True
+
+
+def _without_query(arg: object) -> object:
+    # httpx passes request.url (an httpx.URL) as an argument; anything with a query loses it.
+    query = getattr(arg, "query", None)
+    copy_with = getattr(arg, "copy_with", None)
+    if query and callable(copy_with):
+        return str(copy_with(query=None)) + "?[query hidden]"
+    return arg
+
+
+_FILTER = _DropQuery()
+
+
+def redact_http_logs() -> None:
+    """Idempotent: one filter on the "httpx" logger, whatever logging configuration comes later."""
+    http_logger = logging.getLogger("httpx")
+    if _FILTER not in http_logger.filters:
+        http_logger.addFilter(_FILTER)

@@ -1,4 +1,4 @@
-"""Start-up guards: a weak secret, files other users can read, log lines that would carry secrets in URLs.
+"""Start-up guards: a weak secret, files other users can read.
 
 - `check_secret(settings)` refuses a STATE_TOKEN_SECRET shorter than 32 characters (`serve`, `migrate`,
   `alembic upgrade`), unless values in the database are encrypted under it (a seed deployment): then it
@@ -7,9 +7,7 @@
   files and its directory) when users other than the owner may read or write them; `salesbot serve`
   and `salesbot migrate` print a warning for each at start-up. The service creates its own files
   0600 and its data directory 0700 (service/db.py, `salesbot init`); this catches files made by hand.
-- `redact_http_logs()` puts a filter on httpx's logger: httpx logs every request's full URL at INFO,
-  and Graph URLs carry client_secret, code, access_token and appsecret_proof in their query strings.
-  The filter keeps the method, host and path and drops the query.
+(The filter that keeps secrets in URLs out of httpx's log lines is `logs.redact_http_logs`.)
 """
 
 from __future__ import annotations
@@ -78,29 +76,3 @@ def warn_insecure_files(settings: Settings) -> list[str]:
     for problem in problems:
         logger.warning("%s", problem)
     return problems
-
-
-class _DropQuery(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(_without_query(arg) for arg in record.args)
-        return True
-
-
-def _without_query(arg: object) -> object:
-    # httpx passes request.url (an httpx.URL) as an argument; anything with a query loses it.
-    query = getattr(arg, "query", None)
-    copy_with = getattr(arg, "copy_with", None)
-    if query and callable(copy_with):
-        return str(copy_with(query=None)) + "?[query hidden]"
-    return arg
-
-
-_FILTER = _DropQuery()
-
-
-def redact_http_logs() -> None:
-    """Idempotent: one filter on the "httpx" logger, whatever logging configuration comes later."""
-    http_logger = logging.getLogger("httpx")
-    if _FILTER not in http_logger.filters:
-        http_logger.addFilter(_FILTER)

@@ -72,3 +72,42 @@ def test_provider_rows_are_built_only_in_vault_rows() -> None:
         "service/vault/linking.py",  # an account's UUID entries, and a row joined to its account
         "service/jobs/import_db.py",  # a row of another tokens.db, copied as it was
     }
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_import_circle_in_the_service() -> None:
+    """Imports run one way, lazy ones (inside a function) included: a circle is a module that needs, through
+    others, what it is itself needed by."""
+    paths = {module_name(path): path for top in ("service", "salesbot_sandbox") for path in modules(ROOT / top)}
+    graph: dict[str, set[str]] = {name: set() for name in paths}
+    for name, path in paths.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                # `from package import module` needs the module; `from module import name` the module.
+                targets = {f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in paths else node.module
+                           for alias in node.names}
+            else:
+                continue
+            graph[name] |= {target for target in targets if target in paths and target != name}
+    circles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        for target in sorted(graph[name]):
+            if state.get(target) == 1:
+                circles.append([*path[path.index(target):], target])
+            elif target not in state:
+                visit(target, [*path, target])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert circles == []

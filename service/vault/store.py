@@ -27,6 +27,7 @@ from service import keys, metrics
 from service.crypto import KeyRing
 from service.db import DATABASE_ERRORS, create_engine, raise_database_error, sqlite_file, unavailable
 from service.errors import InvalidInput, NotConfigured, NotFound, SettingsError, TokenRevoked, UndecryptableValue
+from service.logs import redact_http_logs
 from service.migrate import require_head
 from service.models import utcnow
 from service.providers.auth import GraphAuth, ShopifyAuth
@@ -142,7 +143,6 @@ class TokenStore:
             target = Settings.from_environ().with_database(normalize_database_url(target))
         settings = target
         keyring = KeyRing.from_settings(settings)
-        from service.security import redact_http_logs  # here: service.security reads the vault's probe
 
         redact_http_logs()  # httpx logs request URLs, and Graph's carry the Page token
         engine = create_engine(settings.database_url, keyring=keyring)

@@ -21,9 +21,8 @@ import service.app
 from service import migrate
 from service.crypto import KeyRing
 from service.errors import ServiceError
-from service.logs import JsonFormatter, TextFormatter
+from service.logs import JsonFormatter, TextFormatter, redact_http_logs
 from service.models import utcnow
-from service.security import redact_http_logs
 from service.settings import Settings, sqlite_url
 from tests.conftest import PRIMARY_KEY, STATE_SECRET, make_settings
 from tests.reliability.live import APP, LiveWeb, live_app
