@@ -22,6 +22,7 @@ from service.settings import Settings
 from service.vault import TokenStore
 from service.vault.refresh import ShopifyTokens
 
+API_PATH = "/api/"  # service/routes/api.py
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
 
 
@@ -72,6 +73,8 @@ class Services:
     http: httpx.AsyncClient
     shopify_tokens: ShopifyTokens
     demo: Any = None  # the Sandbox, in demo mode
+    api_usage: Any = None  # api_keys.Usage: each API key's calls, written every few seconds
+    api_limiter: Any = None  # routes/api.Limiter: API_RATE_PER_MINUTE per key
 
 
 def require_settings(provider: str, **values: object) -> None:
@@ -115,8 +118,8 @@ def wants_json(request: Request) -> bool:
 def wants_page(request: Request) -> bool:
     """A person in a browser, who gets pages: any GET that does not ask for JSON, and a form a browser
     POSTs (it accepts text/html). Webhooks and scripts get JSON."""
-    if wants_json(request):
-        return False
+    if wants_json(request) or request.url.path.startswith(API_PATH):
+        return False  # the HTTP API answers JSON whatever the client accepts
     return request.method == "GET" or "text/html" in request.headers.get("accept", "")
 
 
