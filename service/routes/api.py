@@ -136,7 +136,7 @@ async def page(request: Request) -> Response:
 async def shop(request: Request) -> Response:
     caller = await _caller(request, scopes=(READ, PROXY))
     store = services(request).store
-    # A proxy key gets no token, so nothing needs refreshing for it: the stored row's health will do.
+    # The token is valid now (refreshed first when due), whichever key asks: the health then says so too.
     found = await store.shop_connection(request.path_params["shop"])
     if found is None:
         raise NotFound(f"No token is stored for {request.path_params['shop']}: the app is not installed there.")

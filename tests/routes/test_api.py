@@ -315,6 +315,19 @@ def test_an_unreachable_database_is_503_json_for_the_api(scratch_postgres: str, 
             assert api.get("/api/v1/pages/101", headers=bearer(key)).status_code == 404  # served again, no restart
 
 
+async def test_calls_made_just_before_serve_stops_are_counted(database_url: str, tmp_path: Path) -> None:
+    """Uses are written every few seconds and once more when serve stops: none is lost to a stop."""
+    with sandbox_over_http() as sandbox, serving(database_url, tmp_path, sandbox=sandbox) as served:
+        key = create_key(served, tmp_path, "counted", "proxy")
+        async with httpx.AsyncClient(base_url=served.base_url, timeout=30) as api:
+            for _ in range(3):
+                assert (await api.get("/api/v1/pages/101", headers=bearer(key))).status_code == 404
+    listing = salesbot("api-keys", "list", "--json", cwd=tmp_path, environ=served.environ)
+    assert listing.returncode == 0, listing.stderr
+    (counted,) = json.loads(listing.stdout)
+    assert counted["calls"] == 3 and counted["last_used_at"] is not None
+
+
 async def test_keys_are_stored_as_digests_only(migrated: Settings, tmp_path: Path) -> None:
     """What the database holds after the API was used: no key in clear in any table the API writes."""
     from service import api_keys
