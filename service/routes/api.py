@@ -103,7 +103,7 @@ def _same_account(request: Request, account: str | None, what: str) -> None:
     as the account rule refuses to join it (DESIGN.md, "Accounts")."""
     wanted = request.query_params.get("account")
     if wanted is not None and wanted != account:
-        raise OwnedElsewhere(f"{what} belongs to another account than {wanted!r}.")
+        raise OwnedElsewhere(f"{what} belongs to another account than the one `?account=` gives.")
 
 
 def _page_id(request: Request) -> str:
@@ -178,9 +178,8 @@ async def account(request: Request) -> Response:
 
 
 async def _forward(request: Request, call: Callable[[bytes], Awaitable[httpx.Response]], provider: str) -> Response:
-    body = await read_body(
-        request, limit=MAX_BODY_BYTES, too_large=lambda: InvalidInput("The body is too large.", status_code=413)
-    )
+    too_large = InvalidInput("The body is larger than 256 KiB.", status_code=413)
+    body = await read_body(request, limit=MAX_BODY_BYTES, too_large=lambda: too_large)
     try:
         json.loads(body)
     except ValueError:
