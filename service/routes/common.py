@@ -118,7 +118,7 @@ def wants_json(request: Request) -> bool:
 def wants_page(request: Request) -> bool:
     """A person in a browser, who gets pages: any GET that does not ask for JSON, and a form a browser
     POSTs (it accepts text/html). Webhooks and scripts get JSON."""
-    if wants_json(request) or request.url.path.startswith(API_PATH):
+    if wants_json(request) or request.scope["path"].startswith(API_PATH):  # not .url: a raw query may not decode
         return False  # the HTTP API answers JSON whatever the client accepts
     return request.method == "GET" or "text/html" in request.headers.get("accept", "")
 
