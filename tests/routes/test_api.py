@@ -160,7 +160,7 @@ async def test_every_endpoint_with_each_scope(database_url: str, tmp_path: Path)
         await asyncio.to_thread(wait_until, counted)
         log = m.served.log.read_text()
     for key in (m.read, m.proxy):
-        assert key not in log and key.split("_")[2] not in log  # neither the key nor its secret part
+        assert key not in log and key.split("_", 2)[2] not in log  # neither the key nor its secret part
     assert "authorization" not in log.lower() and "bearer" not in log.lower()
 
 
@@ -342,7 +342,7 @@ async def test_keys_are_stored_as_digests_only(migrated: Settings, tmp_path: Pat
         rows = await store.query("SELECT * FROM api_keys", {})
         logged = await store.query("SELECT * FROM connection_events", {})
     held = json.dumps([list(row) for row in rows + logged], default=str)
-    assert key not in held and key.split("_")[2] not in held
+    assert key not in held and key.split("_", 2)[2] not in held
     assert [row[-1] for row in rows] == [1]  # calls
 
 
