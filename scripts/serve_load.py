@@ -101,8 +101,9 @@ def salesbot(*args: str, environ: dict[str, str], cwd: Path) -> subprocess.Popen
 
 
 @contextlib.contextmanager
-def running_service(*, workers: int, database_url: str | None = None) -> Iterator[Running]:
-    """serve (and the sandbox it calls) on free loopback ports, its database migrated; stopped after."""
+def running_service(*, workers: int, database_url: str | None = None, **extra: str) -> Iterator[Running]:
+    """serve (and the sandbox it calls) on free loopback ports, its database migrated; stopped after.
+    `extra`: more settings for serve (API_RATE_PER_MINUTE, say)."""
     with tempfile.TemporaryDirectory(prefix="salesbot-load-") as tmp:
         folder = Path(tmp)
         sandbox_port, port = free_port(), free_port()
@@ -119,6 +120,7 @@ def running_service(*, workers: int, database_url: str | None = None) -> Iterato
             "SHOPIFY_API_SECRET": SHOPIFY_SECRET,
             "SHOPIFY_REDIRECT_URI": f"http://127.0.0.1:{port}/shopify/callback",
             "SHOPIFY_ADMIN_BASE_URL": f"http://127.0.0.1:{sandbox_port}/shopify/{{shop}}",
+            **extra,
         }
         code = SANDBOX_SERVER.format(root=str(ROOT), key=SHOPIFY_KEY, secret=SHOPIFY_SECRET, port=sandbox_port)
         sandbox = subprocess.Popen([sys.executable, "-c", code], cwd=tmp)

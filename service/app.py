@@ -30,7 +30,7 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import health_gauge, housekeeping, metrics, outcomes, sweep
+from service import api_keys, health_gauge, housekeeping, metrics, outcomes, sweep
 from service.canonical_host import CanonicalHost
 from service.crypto import KeyRing
 from service.db import is_unavailable
@@ -40,9 +40,9 @@ from service.headers import SecurityHeaders
 from service.logs import redact_http_logs
 from service.observe import Observe
 from service.printable import escape_logs
-from service.routes import disconnect, facebook, pages, shopify, status
+from service.routes import api, disconnect, facebook, pages, shopify, status
 from service.routes import metrics as metrics_route
-from service.routes.common import Services, error_response
+from service.routes.common import API_PATH, Services, error_response
 from service.sessions import ServerSessions
 from service.settings import Settings
 from service.vault import TokenStore
@@ -158,9 +158,12 @@ def create_app(
         )
         try:
             async with TokenStore.open(settings, http_client=http, actor=WEB) as store:
-                app.state.services = Services(settings, store, http, store.shopify_tokens, demo)
-                # Each in one process at a time across workers and instances (service/leadership.py).
+                usage = api_keys.Usage(store)
+                limiter = api.Limiter(settings.api_rate_per_minute)
+                app.state.services = Services(settings, store, http, store.shopify_tokens, demo, usage, limiter)
                 background = [
+                    asyncio.create_task(usage.flush_periodically()),  # in every process: its own counts
+                    # Each of these in one process at a time across workers and instances (service/leadership.py).
                     asyncio.create_task(housekeeping.prune_periodically(store, prune_every)),
                     asyncio.create_task(sweep.sweep_periodically(store, http, sweep_every)),
                     asyncio.create_task(health_gauge.count_periodically(store)),
@@ -179,7 +182,8 @@ def create_app(
 
     static = Mount("/static", app=StaticFiles(directory=STATIC), name="static")
     # Mounted apps (the stylesheet; in the demo, the stand-ins and the bot) never use the browser session.
-    sessionless = tuple(f"{route.path}/" for route in (static, *extra_routes) if isinstance(route, Mount))
+    # Nor does the HTTP API: its requests carry a key, never a cookie, and get none.
+    sessionless = (API_PATH, *(f"{route.path}/" for route in (static, *extra_routes) if isinstance(route, Mount)))
     app = Starlette(
         routes=[
             *status.routes,
@@ -187,6 +191,7 @@ def create_app(
             *facebook.routes,
             *pages.routes,
             *disconnect.routes,
+            *api.routes,
             *(metrics_route.routes if settings.metrics_token is not None else []),
             static,
             *extra_routes,

@@ -230,6 +230,54 @@ async def _tokens_delete(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- API keys (service/api_keys.py) --------------------------------------------------------------
+
+
+async def _api_keys(args: argparse.Namespace) -> int:
+    from service import api_keys
+    from service.vault import TokenStore
+
+    async with TokenStore.open(_settings(args), actor="cli") as store:
+        try:
+            if args.api_keys_command == "create":
+                made, key = await api_keys.create(store, name=args.name, scope=args.scope)
+                print(key)  # the one time the key is shown, alone on stdout: `KEY=$(salesbot api-keys create ...)`
+                said = f"API key {made.name} ({made.prefix}, scope {made.scope}) created"
+                say(f"{said}: keep it now, it is not shown again.", file=sys.stderr)
+            elif args.api_keys_command == "revoke":
+                revoked, now = await api_keys.revoke(store, args.which)
+                done = "revoked" if now else "was revoked already"
+                say(f"API key {revoked.name} ({revoked.prefix}) {done}.", file=sys.stderr)
+            else:
+                listed = await api_keys.listing(store)
+                if args.json:
+                    print(json.dumps([key.as_dict() for key in listed], indent=2))
+                else:
+                    _print_api_keys(listed)
+                say(f"{len(listed)} key(s); keys are never shown.", file=sys.stderr)
+        except api_keys.Refused as refusal:
+            raise CommandFailed(str(refusal), EXIT_USAGE) from None
+    return EXIT_OK
+
+
+def _print_api_keys(listed: list[Any]) -> None:
+    rows = [("NAME", "PREFIX", "SCOPE", "CREATED", "LAST USED", "CALLS", "REVOKED")]
+    for key in listed:
+        rows.append(
+            (
+                key.name,
+                key.prefix,
+                key.scope,
+                _when(key.created_at) or "-",
+                _when(key.last_used_at) or "never",
+                str(key.calls),
+                _when(key.revoked_at) or "-",
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    say(*("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows))
+
+
 # --- keys, init ----------------------------------------------------------------------------------
 
 
@@ -504,6 +552,21 @@ def build_parser() -> argparse.ArgumentParser:
         dest="keys_command", required=True, metavar="ACTION"
     )
     add_command(keys, "generate", "print a new Fernet key", cmd_keys_generate)
+
+    api = add_command(commands, "api-keys", "keys of the HTTP API (docs/api.md): create, list, revoke").add_subparsers(
+        dest="api_keys_command", required=True, metavar="ACTION"
+    )
+    api_create = add_command(api, "create", "make a key and print it once", run_async(_api_keys))
+    api_create.add_argument("--name", required=True, help="what the key is for, unique (letters, digits, . _ -)")
+    api_create.add_argument(
+        "--scope", required=True, choices=("read", "proxy"), help="read: tokens; proxy: the proxies and health only"
+    )
+    api_list = add_command(
+        api, "list", "keys with scope, creation, last use and calls; never the keys", run_async(_api_keys)
+    )
+    api_list.add_argument("--json", action="store_true", help="print a JSON array, for scripts")
+    api_revoke = add_command(api, "revoke", "refuse a key from now on, on every instance", run_async(_api_keys))
+    api_revoke.add_argument("which", metavar="NAME|PREFIX", help="the key's name or prefix (from `api-keys list`)")
 
     from service.events import commands as events_commands
     from service.jobs.commands import add_commands

@@ -9,7 +9,8 @@ is where the stand-ins are reached. The example
 bot (service/bot_example.py) runs at /bot with a store of its own, as a bot process would, and a
 button writes to a Page as a shopper; /sandbox/messenger shows the conversation. Another form makes
 the stand-in's Facebook kill a Page's token (or let its data access run out, or take back a permission)
-and checks that Page at once, so each health state can be seen.
+and checks that Page at once, so each health state can be seen. A read key and a proxy key of the
+HTTP API are made at start and shown on the page, so docs/api.md's examples run against the demo.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 
 from salesbot_sandbox import DEFAULT_PAGES, Sandbox, SandboxConfig
-from service import disconnect, keys, migrate
+from service import api_keys, disconnect, keys, migrate
 from service.app import create_app
 from service.bot_example import create_bot
 from service.crypto import KeyRing, generate_key
@@ -39,6 +40,7 @@ from service.routes.common import own_account, services
 from service.routes.forms import checked_form
 from service.settings import Settings, sqlite_url
 from service.sweep import Sweep
+from service.vault import TokenStore
 
 DEMO_SHOPIFY_KEY = "demo-shopify-api-key"
 DEMO_FACEBOOK_APP_ID = "1000000000000001"
@@ -147,12 +149,23 @@ async def _message(request: Request) -> Response:
     return RedirectResponse("/sandbox/messenger", status_code=303)
 
 
+async def make_api_keys(store: TokenStore) -> dict[str, str]:
+    """The demo's keys of the HTTP API, one per scope, for the examples in docs/api.md (shown on its page)."""
+    made = {}
+    for scope in api_keys.SCOPES:
+        _key, made[scope] = await api_keys.create(store, name=f"demo-{scope}", scope=scope)
+    return made
+
+
 def _also(lifespan: Callable[[Any], Any], bot: Starlette) -> Callable[[Any], Any]:
-    """The app's lifespan, with the bot's inside it (Starlette does not run a mounted app's lifespan)."""
+    """The app's lifespan, with the bot's inside it (Starlette does not run a mounted app's lifespan), and
+    the demo's API keys made once the store is open."""
 
     @contextlib.asynccontextmanager
     async def both(app: Any) -> AsyncIterator[None]:
         async with lifespan(app), bot.router.lifespan_context(bot):
+            if not getattr(app.state, "demo_api_keys", None):
+                app.state.demo_api_keys = await make_api_keys(app.state.services.store)
             yield
 
     return both

@@ -308,6 +308,29 @@ class MetricsUnauthorized(ServiceError):
         return {"WWW-Authenticate": 'Bearer realm="metrics"'}
 
 
+class ApiKeyRefused(ServiceError):
+    """A request to /api/v1 without a key, or with one that is wrong or revoked (service/api_keys.py)."""
+
+    status_code = 401
+    code = "invalid_api_key"
+
+    def __init__(self, message: str, *, given: bool) -> None:
+        super().__init__(message)
+        self.given = given
+
+    @property
+    def headers(self) -> dict[str, str]:
+        # RFC 6750: no error attribute when no credentials were sent at all.
+        return {"WWW-Authenticate": 'Bearer realm="api"' + (', error="invalid_token"' if self.given else "")}
+
+
+class ScopeMissing(ServiceError):
+    """An API key whose scope does not cover the endpoint (a proxy key asking for a token, say)."""
+
+    status_code = 403
+    code = "insufficient_scope"
+
+
 class NotFound(ServiceError):
     status_code = 404
     code = "not_found"

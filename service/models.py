@@ -1,5 +1,5 @@
 """The declarative base, the UTC column type, and the tables outside the vault: OAuth state, Facebook
-grants waiting for a choice of Pages, browser sessions, and webhook bookkeeping. The vault's tables are in
+grants waiting for a choice of Pages, browser sessions, webhook bookkeeping and API keys. The vault's tables are in
 service/vault/schema.py. The schema itself is created only by the Alembic revisions in migrations/;
 these classes must match them (`alembic check` proves it).
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, Integer, MetaData, String, Text
+from sqlalchemy import BigInteger, DateTime, Integer, MetaData, String, Text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -125,3 +125,18 @@ class DeletionRequest(Base):
     status: Mapped[str] = mapped_column(String(16))
     deleted_rows: Mapped[int] = mapped_column(Integer)
     requested_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ApiKey(Base):
+    """A key of the HTTP API (service/api_keys.py): the key itself is never stored, only its SHA-256."""
+
+    __tablename__ = "api_keys"
+
+    prefix: Mapped[str] = mapped_column(String(16), primary_key=True)  # public: the key's second part
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64))  # hex SHA-256 of the whole key
+    scope: Mapped[str] = mapped_column(String(8))  # "read" or "proxy"
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    calls: Mapped[int] = mapped_column(BigInteger, server_default="0")

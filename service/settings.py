@@ -30,6 +30,7 @@ DEFAULT_ENV_FILE = ".env"
 # EVENTS_WEBHOOK_SECRET by every command.
 MIN_SECRET_LENGTH = 32
 MIN_METRICS_TOKEN_LENGTH = 16
+DEFAULT_API_RATE_PER_MINUTE = 600
 LOG_FORMATS = ("text", "json")
 DEFAULT_EVENTS_RETENTION_DAYS = 400
 # Hosting platforms write postgres:// and postgresql://; we run on the asyncpg and aiosqlite drivers.
@@ -140,6 +141,8 @@ class Settings:
     events_retention_days: int = DEFAULT_EVENTS_RETENTION_DAYS
     events_webhook_url: str | None = None
     events_webhook_secret: Secret | None = None
+    # The HTTP API (service/routes/api.py): requests each API key may make a minute, in each process.
+    api_rate_per_minute: int = DEFAULT_API_RATE_PER_MINUTE
     # Where this setting object came from, for messages that point at a file.
     env_file: Path | None = field(default=None, compare=False)
 
@@ -209,6 +212,10 @@ class Settings:
         if not retention_text.isdigit() or int(retention_text) < 1:
             raise SettingsError("EVENTS_RETENTION_DAYS must be a whole number of days, at least 1.")
 
+        rate_text = text("API_RATE_PER_MINUTE", str(DEFAULT_API_RATE_PER_MINUTE)) or ""
+        if not rate_text.isdigit() or int(rate_text) < 1:
+            raise SettingsError("API_RATE_PER_MINUTE must be a whole number of requests, at least 1.")
+
         return cls(
             state_token_secret=Secret(secret),
             database_url=database_url,
@@ -235,6 +242,7 @@ class Settings:
             events_retention_days=int(retention_text),
             events_webhook_url=webhook_url,
             events_webhook_secret=webhook_secret,
+            api_rate_per_minute=int(rate_text),
             env_file=env_path,
         )
 

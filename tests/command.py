@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-SETTING_PREFIXES = ("STATE_TOKEN", "TOKEN_", "DATABASE_URL", "SHOPIFY_", "FACEBOOK_", "SESSION_", "SALESBOT_")
+SETTING_PREFIXES = ("STATE_TOKEN", "TOKEN_", "DATABASE_URL", "SHOPIFY_", "FACEBOOK_", "SESSION_", "SALESBOT_", "API_")
 
 
 def clean_environ(**settings: str) -> dict[str, str]:

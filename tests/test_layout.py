@@ -16,13 +16,17 @@ VAULT_PUBLIC = {"service.vault", "service.vault.events", "service.vault.health",
 
 
 def imports_of(path: Path) -> set[str]:
-    """Every module a file imports (`import a.b`, `from a.b import c`), wherever the import stands."""
+    """Every module a file imports (`import a.b`, `from a.b import c`, and `a.b.c` for `from a.b import c`
+    when c is a module of its own), wherever the import stands."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
+            base = ROOT.joinpath(*node.module.split("."))
+            found.update(f"{node.module}.{alias.name}" for alias in node.names
+                         if (base / f"{alias.name}.py").exists() or (base / alias.name / "__init__.py").exists())
     return found
 
 

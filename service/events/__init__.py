@@ -29,6 +29,8 @@ TOKEN_DELETED = "token_deleted"
 IMPORTED = "imported"
 RESTORED = "restored"
 KEYS_ROTATED = "keys_rotated"
+API_KEY_CREATED = "api_key_created"  # an HTTP API key made (`salesbot api-keys create`)
+API_KEY_REVOKED = "api_key_revoked"
 KINDS = (
     CONNECTED,
     RECONNECTED,
@@ -47,6 +49,8 @@ KINDS = (
     IMPORTED,
     RESTORED,
     KEYS_ROTATED,
+    API_KEY_CREATED,
+    API_KEY_REVOKED,
 )
 
 # Who made the change: the merchant's browser, a bot process, the health sweep, a provider's webhook,

@@ -83,6 +83,8 @@ def sentence(event: LoggedEvent) -> str:
         events.IMPORTED: f"Tokens imported {_by(event)}",
         events.RESTORED: f"Connections restored from a backup {_by(event)}",
         events.KEYS_ROTATED: f"Encryption keys rotated {_by(event)}",
+        events.API_KEY_CREATED: f"API key {event.name or ''} created {_by(event)}".replace("  ", " "),
+        events.API_KEY_REVOKED: f"API key {event.name or ''} revoked {_by(event)}".replace("  ", " "),
     }
     return phrases.get(event.kind, f"{what}: {event.kind.replace('_', ' ')}").rstrip()
 

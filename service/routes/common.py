@@ -21,6 +21,7 @@ from service.providers import facebook
 from service.settings import Settings
 from service.vault import ShopifyTokens, TokenStore
 
+API_PATH = "/api/"  # service/routes/api.py
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
 
 
@@ -71,6 +72,8 @@ class Services:
     http: httpx.AsyncClient
     shopify_tokens: ShopifyTokens
     demo: Any = None  # the Sandbox, in demo mode
+    api_usage: Any = None  # api_keys.Usage: each API key's calls, written every few seconds
+    api_limiter: Any = None  # routes/api.Limiter: API_RATE_PER_MINUTE per key
 
 
 def require_settings(provider: str, **values: object) -> None:
@@ -114,8 +117,8 @@ def wants_json(request: Request) -> bool:
 def wants_page(request: Request) -> bool:
     """A person in a browser, who gets pages: any GET that does not ask for JSON, and a form a browser
     POSTs (it accepts text/html). Webhooks and scripts get JSON."""
-    if wants_json(request):
-        return False
+    if wants_json(request) or request.scope["path"].startswith(API_PATH):  # not .url: a raw query may not decode
+        return False  # the HTTP API answers JSON whatever the client accepts
     return request.method == "GET" or "text/html" in request.headers.get("accept", "")
 
 

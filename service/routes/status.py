@@ -185,6 +185,8 @@ async def status_page(request: Request) -> Response:
         return JSONResponse(view, headers=PRIVATE_PAGE_HEADERS)
     # Only an account's page has forms that POST: an anonymous view makes no session (crawlers make no rows).
     context = {**view, "demo": app.demo, "csrf_token": csrf_token(request) if account else None}
+    if app.demo is not None:  # the demo's HTTP API keys (service/demo.py), for docs/api.md's examples
+        context["demo_api_keys"] = getattr(request.app.state, "demo_api_keys", None)
     return templates.TemplateResponse(request, "status.html", context, headers=PRIVATE_PAGE_HEADERS)
 
 

@@ -581,6 +581,11 @@ class TokenStore:
         with DATABASE_ERRORS:
             return await self._backend.run_job(job)
 
+    async def query(self, statement: str, params: dict[str, Any]) -> list[Any]:
+        """One read of the service's own small tables outside the vault (API keys) on the vault's reader:
+        inline on SQLite, the reader connection on PostgreSQL; what was committed before it began."""
+        return await self._fetch(statement, params)
+
     async def _fetch(self, statement: str, params: dict[str, Any]) -> list[Any]:
         with DATABASE_ERRORS:
             return await self._backend.fetch(statement, params)
