@@ -27,11 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import asyncpg
 import httpx
-from sqlalchemy.engine import make_url
 
-from scripts.serve_load import Running, connect, running_service
+from scripts.serve_load import Running, connect, running_service, scratch_database
 from service.settings import DEFAULT_SHOPIFY_API_VERSION
 
 SHOP = "bench-api"
@@ -87,21 +85,8 @@ def database(url: str | None) -> Iterator[str | None]:
     if url is None:
         yield None
         return
-    admin = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"salesbot_bench_api_{os.getpid()}"
-    asyncio.run(_admin(admin, f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        asyncio.run(_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-async def _admin(dsn: str, statement: str) -> None:
-    connection = await asyncpg.connect(dsn)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
+    with scratch_database(url, f"salesbot_bench_api_{os.getpid()}") as scratch:
+        yield scratch
 
 
 async def _connect_shop(port: int) -> None:

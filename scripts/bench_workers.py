@@ -26,9 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import asyncpg
-from sqlalchemy.engine import make_url
 
-from scripts.serve_load import bot_reads, connect_for, running_service, start_bot
+from scripts.serve_load import bot_reads, connect_for, running_service, scratch_database, start_bot
 
 CLIENTS = 32
 
@@ -39,23 +38,8 @@ def database(backend: str, admin_url: str, case: str) -> Iterator[str | None]:
     if backend == "sqlite":
         yield None
         return
-    admin = make_url(admin_url).set(drivername="postgresql")
-    name = f"salesbot_bench_workers_{os.getpid()}_{case}"
-    asyncio.run(_admin(admin.render_as_string(hide_password=False), f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin.set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False)
-    finally:
-        asyncio.run(
-            _admin(admin.render_as_string(hide_password=False), f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        )
-
-
-async def _admin(dsn: str, statement: str) -> None:
-    connection = await asyncpg.connect(dsn)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
+    with scratch_database(admin_url, f"salesbot_bench_workers_{os.getpid()}_{case}") as scratch:
+        yield scratch
 
 
 def run_case(backend: str, workers: int, args: argparse.Namespace) -> tuple[float, int, float, float]:

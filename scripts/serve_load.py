@@ -1,6 +1,6 @@
-"""What scripts/soak.py and scripts/bench_workers.py share: `salesbot serve` (N workers, SQLite or
-PostgreSQL) against the sandbox on loopback, merchants connecting Shopify stores through it, and a bot
-process reading the stored connections as a Messenger bot would.
+"""What scripts/soak.py, bench_workers.py and bench_api.py share: `salesbot serve` (N workers, SQLite or
+PostgreSQL, a scratch database of the run's own) against the sandbox on loopback, merchants connecting
+Shopify stores through it, and a bot process reading the stored connections as a Messenger bot would.
 
 Loopback only; every loop is bounded in count or time and stops by itself.
 """
@@ -21,8 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 from cryptography.fernet import Fernet  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
 
 from scripts.bench import (  # noqa: E402
     SANDBOX_SERVER,
@@ -35,6 +37,29 @@ from scripts.bench import (  # noqa: E402
 )
 from service.settings import sqlite_url  # noqa: E402
 from tests.demo_server import free_port, stop  # noqa: E402
+
+
+@contextlib.contextmanager
+def scratch_database(server_url: str, name: str) -> Iterator[str]:
+    """A PostgreSQL database `name` on the server `server_url` names, made for this run and dropped (with
+    whatever still holds it) after; its URL as serve takes it (asyncpg)."""
+    admin = make_url(server_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    asyncio.run(_admin(admin, f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server_url).set(drivername="postgresql+asyncpg", database=name).render_as_string(
+            hide_password=False
+        )
+    finally:
+        asyncio.run(_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _admin(dsn: str, statement: str) -> None:
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
 
 # The bot: warm reads of the stored shops' connections (token, account, Pages), as fast as it can or
 # at most --rate a second, for a given time; prints "reads N" at the end.

@@ -21,6 +21,20 @@ def clean_environ(**settings: str) -> dict[str, str]:
     return {**environ, **settings}
 
 
+def run_script(tmp_path: Path, script: str, *args: str, timeout: float = 600, **env: str) -> list[str]:
+    """Run scripts/<script> from `tmp_path`, in clean_environ(**env); its stdout's lines, once it exited 0."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), *args],
+        cwd=tmp_path,
+        env=clean_environ(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.splitlines()
+
+
 def _command(name: str) -> list[str]:
     script = BIN / name
     if script.exists():  # the console script pip installed, as in README's commands

@@ -8,30 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from scripts.bench_vault import QUICK
-from tests.command import ROOT, clean_environ
+from tests.command import run_script
 from tests.conftest import TEST_DATABASE_URL
 from tests.demo_server import free_port
 
 
 def run_bench(tmp_path: Path, *args: str) -> list[str]:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--seed", str(tmp_path / "no-seed-here"), *args],
-        cwd=tmp_path,
-        env=clean_environ(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout.splitlines()
+    return run_script(tmp_path, "bench.py", "--seed", str(tmp_path / "no-seed-here"), *args)
 
 
 def table(lines: list[str], title: str) -> dict[str, list[str]]:
@@ -113,16 +102,7 @@ def test_vault_workloads_on_postgresql_lose_no_write_and_drop_their_scratch_data
 def test_the_sweep_bench_runs_both_phases(tmp_path: Path) -> None:
     # Tiny: its figures are not looked at; that both phases ran and the sweep did work is.
     tiny = ["--connections", "200", "--seconds", "0.5", "--pairs", "1"]
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_sweep.py"), *tiny],
-        cwd=tmp_path,
-        env=clean_environ(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.splitlines()
+    lines = run_script(tmp_path, "bench_sweep.py", *tiny, timeout=300)
     served = next(line for line in lines if line.startswith("requests served")).split()
     assert int(served[2].replace(",", "")) > 0 and int(served[3].replace(",", "")) > 0
     rounds = next(line for line in lines if line.startswith("sweep:"))
@@ -132,14 +112,9 @@ def test_the_sweep_bench_runs_both_phases(tmp_path: Path) -> None:
 
 def test_the_peer_bench_without_node_says_why_it_skipped(tmp_path: Path) -> None:
     # No node or npm on PATH: one line saying which is missing, nothing installed, no database made.
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_peer.py"), "--rounds", "1"],
-        cwd=tmp_path,
-        env={**clean_environ(), "PATH": str(tmp_path / "empty-bin"), "XDG_CACHE_HOME": str(tmp_path / "cache")},
-        capture_output=True,
-        text=True,
-        timeout=120,
+    lines = run_script(
+        tmp_path, "bench_peer.py", "--rounds", "1", timeout=120,
+        PATH=str(tmp_path / "empty-bin"), XDG_CACHE_HOME=str(tmp_path / "cache"),
     )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.splitlines() == ["skipped: node is not on PATH, so Shopify's adapter cannot run here"]
+    assert lines == ["skipped: node is not on PATH, so Shopify's adapter cannot run here"]
     assert not (tmp_path / "cache").exists()
